@@ -1,0 +1,48 @@
+//! Authentication: `Authorization: Bearer <api key>`, checked against hashed keys, then scope.
+
+use axum::http::{HeaderMap, StatusCode, header};
+use tollgate_store::{ApiKey, Scope};
+
+use crate::{ApiError, State};
+
+/// The key behind a request, if it grants `scope`.
+pub fn authorize(state: &State, headers: &HeaderMap, scope: Scope) -> Result<ApiKey, ApiError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+            "send an API key as `Authorization: Bearer <key>`",
+        )
+    })?;
+    let secret = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "the Authorization header must be `Bearer <key>`",
+            )
+        })?;
+    let key = state.keys.verify(secret)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "unknown or revoked API key",
+        )
+    })?;
+    if !key.allows(scope) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this key lacks the `{scope}` scope"),
+        ));
+    }
+    Ok(key)
+}

@@ -1,0 +1,68 @@
+//! tollgate-api: Tollgate's HTTP API.
+//!
+//! Owns: routes under `/v1`, request and response types (converted to and from domain types in
+//! [`convert`] only), authentication by API key and scope, the one mapping from errors to HTTP
+//! status and stable `code` ([`error`]), and the OpenAPI document ([`openapi`]). Does not own:
+//! domain rules (`tollgate-core`) or storage (`tollgate-store`).
+//!
+//! Every handler that does blocking work (parsing a large body, waiting for the writer, SQLite)
+//! runs it off the async workers.
+
+pub mod auth;
+pub mod convert;
+pub mod error;
+pub mod openapi;
+pub(crate) mod routes;
+pub mod types;
+
+/// Query building shared with the CLI, so both read usage parameters the same way.
+pub mod routes_support {
+    pub use crate::routes::usage::{UsageParams, build_query};
+}
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use tollgate_store::{Engine, KeyStore};
+
+pub use self::error::ApiError;
+
+/// Everything a handler needs.
+pub struct AppState {
+    /// The engine of the data directory.
+    pub engine: Engine,
+    /// API keys.
+    pub keys: KeyStore,
+}
+
+/// Shared state handle.
+pub type State = Arc<AppState>;
+
+/// The whole HTTP surface.
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/v1/events", post(routes::events::ingest))
+        .route("/v1/meters", get(routes::meters::list))
+        .route(
+            "/v1/meters/{slug}",
+            get(routes::meters::get)
+                .put(routes::meters::put)
+                .delete(routes::meters::delete),
+        )
+        .route("/v1/meters/{slug}/usage", get(routes::usage::query))
+        .route(
+            "/v1/api_keys",
+            get(routes::keys::list).post(routes::keys::create),
+        )
+        .route("/v1/api_keys/{id}", delete(routes::keys::revoke))
+        .route("/v1/openapi.json", get(routes::ops::openapi))
+        .route("/healthz", get(routes::ops::healthz))
+        .route("/readyz", get(routes::ops::readyz))
+        .route("/metrics", get(routes::ops::metrics))
+        .fallback(routes::ops::not_found)
+        // Bodies are limited where they are read, with a typed error.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}

@@ -1,0 +1,60 @@
+//! Route handlers, one module per resource.
+
+pub(crate) mod events;
+pub(crate) mod keys;
+pub(crate) mod meters;
+pub(crate) mod ops;
+pub mod usage;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::ApiError;
+
+/// Largest JSON body of the management endpoints (meters, keys).
+pub(crate) const MANAGEMENT_BODY_BYTES_MAX: usize = 256 * 1024;
+
+/// Reads a body of at most `limit` bytes, answering 413 `body_too_large` beyond it.
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is larger than {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request(
+                "unreadable_body",
+                format!("the body could not be read: {inner}"),
+            )
+        }
+    })
+}
+
+/// Parses a JSON body into `T`, answering 400 `malformed_json` or `invalid_body`.
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = read_body(body, limit).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        use serde_json::error::Category;
+        let code = match e.classify() {
+            Category::Data => "invalid_body",
+            _ => "malformed_json",
+        };
+        ApiError::bad_request(code, e.to_string())
+    })
+}
+
+/// Runs blocking work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(crate::error::join_error)?
+}

@@ -1,0 +1,237 @@
+//! dedup: when two events are the same event, and the index that remembers every identity.
+//!
+//! Owns: the identity of an event — a 128-bit hash of (`source`, `id`) — and its payload
+//! fingerprint; the in-memory [`Index`] of every identity accepted inside the acceptance
+//! window; the [`Verdict`] for each incoming event. Does not own: persistence (the store
+//! rebuilds the index from stored events at start) or the window check ([`crate::event`]).
+//!
+//! Invariants: an identity is accepted at most once while it is in the index; an identity is
+//! kept in the index at least as long as events of its time can be accepted. A re-sent event
+//! with the same fingerprint is a `Duplicate`; with a different fingerprint, a `Conflict`, and
+//! the first stays.
+//!
+//! Exactness: identities are compared by a 128-bit XXH3 hash (chance of any collision among 10^10
+//! identities is below 10^-18); payloads by a 48-bit fingerprint, so a conflicting re-send is
+//! mistaken for a duplicate with chance 2^-48 (it is never counted twice either way).
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde_json::Value;
+use xxhash_rust::xxh3::{Xxh3, xxh3_128};
+
+use crate::event::Event;
+use crate::time::{DAY_MS, UnixMs};
+
+/// The identity of an event: a 128-bit hash of (`source`, `id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdentityKey(pub u128);
+
+/// A fingerprint of everything in an event except its identity (48 significant bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub u64);
+
+const FINGERPRINT_BITS: u32 = 48;
+const FINGERPRINT_MASK: u64 = (1 << FINGERPRINT_BITS) - 1;
+
+/// The outcome of offering an event to the index, in order of how much it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verdict {
+    /// New identity: the event counts.
+    Accepted,
+    /// Same identity, same payload: already counted, nothing changes.
+    Duplicate,
+    /// Same identity, different payload: the first stays, this one is refused.
+    Conflict,
+}
+
+impl Verdict {
+    /// Stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Verdict::Accepted => "accepted",
+            Verdict::Duplicate => "duplicate",
+            Verdict::Conflict => "conflict",
+        }
+    }
+}
+
+/// The identity of an event.
+pub fn identity(event: &Event) -> IdentityKey {
+    identity_of(event.source.as_str(), event.id.as_str())
+}
+
+/// The identity of (`source`, `id`). Length-prefixed so that no two pairs share an encoding.
+pub fn identity_of(source: &str, id: &str) -> IdentityKey {
+    let mut buf = Vec::with_capacity(8 + source.len() + id.len());
+    buf.extend_from_slice(&(source.len() as u64).to_le_bytes());
+    buf.extend_from_slice(source.as_bytes());
+    buf.extend_from_slice(id.as_bytes());
+    IdentityKey(xxh3_128(&buf))
+}
+
+/// The payload fingerprint: type, subject, time as sent, datacontenttype, data and extensions.
+/// Object keys are hashed in sorted order, so key order on the wire does not matter; numbers
+/// are hashed as written.
+pub fn fingerprint(event: &Event) -> Fingerprint {
+    let mut h = Xxh3::new();
+    hash_str(&mut h, event.event_type.as_str());
+    hash_str(&mut h, event.subject.as_str());
+    hash_opt(&mut h, event.time_text.as_deref());
+    hash_opt(&mut h, event.datacontenttype.as_deref());
+    hash_value(&mut h, &event.data);
+    for (k, v) in &event.extensions {
+        hash_str(&mut h, k);
+        hash_value(&mut h, v);
+    }
+    Fingerprint(h.digest() & FINGERPRINT_MASK)
+}
+
+fn hash_str(h: &mut Xxh3, s: &str) {
+    h.update(&(s.len() as u64).to_le_bytes());
+    h.update(s.as_bytes());
+}
+
+fn hash_opt(h: &mut Xxh3, s: Option<&str>) {
+    match s {
+        None => h.update(&[0]),
+        Some(s) => {
+            h.update(&[1]);
+            hash_str(h, s);
+        }
+    }
+}
+
+fn hash_value(h: &mut Xxh3, v: &Value) {
+    match v {
+        Value::Null => h.update(b"n"),
+        Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+        Value::Number(n) => {
+            h.update(b"#");
+            hash_str(h, &n.to_string());
+        }
+        Value::String(s) => {
+            h.update(b"s");
+            hash_str(h, s);
+        }
+        Value::Array(items) => {
+            h.update(b"[");
+            h.update(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                hash_value(h, item);
+            }
+        }
+        Value::Object(map) => {
+            h.update(b"{");
+            h.update(&(map.len() as u64).to_le_bytes());
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            for k in keys {
+                hash_str(h, k);
+                if let Some(item) = map.get(k) {
+                    hash_value(h, item);
+                }
+            }
+        }
+    }
+}
+
+/// Identity keys are already uniform hashes: the map uses their low 64 bits as the hash.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+/// Every identity accepted inside the acceptance window, with its fingerprint and UTC day.
+///
+/// One entry is 16 bytes of key and 8 bytes of value (48-bit fingerprint, 16-bit day), about
+/// 28–55 bytes of memory per event with the hash table's spare room.
+#[derive(Default)]
+pub struct Index {
+    entries: HashMap<u128, u64, BuildHasherDefault<IdentityHasher>>,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of identities held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Reserves room for `additional` more identities.
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
+    /// Decides an event and, when it is accepted, remembers it at once so that a later event
+    /// in the same batch sees it. Undo with [`Index::forget`] if the batch is not committed.
+    pub fn offer(&mut self, key: IdentityKey, fp: Fingerprint, time: UnixMs) -> Verdict {
+        use std::collections::hash_map::Entry;
+        match self.entries.entry(key.0) {
+            Entry::Vacant(slot) => {
+                slot.insert(pack(fp, time));
+                Verdict::Accepted
+            }
+            Entry::Occupied(slot) => {
+                if *slot.get() & FINGERPRINT_MASK == fp.0 & FINGERPRINT_MASK {
+                    Verdict::Duplicate
+                } else {
+                    Verdict::Conflict
+                }
+            }
+        }
+    }
+
+    /// Remembers an identity known to be stored (rebuilding the index at start).
+    pub fn insert(&mut self, key: IdentityKey, fp: Fingerprint, time: UnixMs) {
+        self.entries.insert(key.0, pack(fp, time));
+    }
+
+    /// Forgets identities offered in a batch that was not committed.
+    pub fn forget(&mut self, key: IdentityKey) {
+        self.entries.remove(&key.0);
+    }
+
+    /// Drops identities of events whose UTC day lies wholly before `cutoff`: such events can no
+    /// longer be accepted, so their identities can never come back as anything but `too_old`.
+    pub fn prune_before(&mut self, cutoff: UnixMs) -> usize {
+        let cutoff_day = cutoff.0.div_euclid(DAY_MS);
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, packed| i64::from(day_of(*packed)) >= cutoff_day);
+        before - self.entries.len()
+    }
+}
+
+fn pack(fp: Fingerprint, time: UnixMs) -> u64 {
+    let day = time.0.div_euclid(DAY_MS).clamp(0, i64::from(u16::MAX)) as u64;
+    (day << FINGERPRINT_BITS) | (fp.0 & FINGERPRINT_MASK)
+}
+
+fn day_of(packed: u64) -> u16 {
+    (packed >> FINGERPRINT_BITS) as u16
+}

@@ -1,0 +1,329 @@
+//! event: one CloudEvents 1.0 event, parsed and validated once at the edge.
+//!
+//! Owns: the JSON form of CloudEvents 1.0 (structured mode), the required attributes
+//! (`specversion` = "1.0", `id`, `source`, `type`) and Tollgate's own requirement that `subject`
+//! names the customer; the acceptance window check. Does not own: identity and duplicate
+//! detection ([`crate::dedup`]), what an event is worth ([`crate::meter`]).
+//!
+//! Invariants: a parsed [`Event`] has every required attribute non-empty and within its named
+//! limit, a `time` (the sender's, or the receive time when absent), and extension attribute
+//! names that follow the CloudEvents naming rule (`[a-z0-9]{1,20}`).
+
+pub mod batch;
+mod error;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use serde::de::{self, Deserializer as _, MapAccess, Visitor};
+use serde_json::Value;
+
+pub use self::error::EventError;
+use crate::limits::{
+    EVENT_BYTES_MAX, EVENT_FUTURE_MS_MAX, EVENT_ID_BYTES_MAX, EVENT_SOURCE_BYTES_MAX,
+    EVENT_SUBJECT_BYTES_MAX, EVENT_TYPE_BYTES_MAX,
+};
+use crate::time::UnixMs;
+
+/// Longest extension attribute name allowed by CloudEvents 1.0.
+const EXTENSION_NAME_BYTES_MAX: usize = 20;
+
+macro_rules! string_newtype {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// The `id` attribute: unique per `source`.
+    EventId
+);
+string_newtype!(
+    /// The `source` attribute: who produced the event (a URI reference).
+    EventSource
+);
+string_newtype!(
+    /// The `type` attribute, e.g. `proxy.request`.
+    EventType
+);
+string_newtype!(
+    /// The `subject` attribute: the customer key the usage belongs to.
+    Subject
+);
+
+impl Subject {
+    /// A subject from text already known to be valid (stored events, query parameters that
+    /// were length-checked).
+    pub fn parse(text: &str) -> Result<Self, EventError> {
+        check_len("subject", text, EVENT_SUBJECT_BYTES_MAX)?;
+        Ok(Subject(text.to_owned()))
+    }
+}
+
+/// One validated event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// `id`.
+    pub id: EventId,
+    /// `source`.
+    pub source: EventSource,
+    /// `type`.
+    pub event_type: EventType,
+    /// `subject`: the customer key.
+    pub subject: Subject,
+    /// `time` as sent, or the receive time when the sender left it out.
+    pub time: UnixMs,
+    /// The `time` text as sent (None when absent); part of the payload fingerprint.
+    pub time_text: Option<String>,
+    /// `datacontenttype`, when given.
+    pub datacontenttype: Option<String>,
+    /// `data` (JSON `null` when absent).
+    pub data: Value,
+    /// Extension attributes and `dataschema` / `data_base64`, sorted by name.
+    pub extensions: Vec<(String, Value)>,
+}
+
+impl Event {
+    /// Parses one event from its JSON text. `received` stands in for a missing `time`.
+    pub fn parse(raw: &str, received: UnixMs) -> Result<Event, EventError> {
+        if raw.len() > EVENT_BYTES_MAX {
+            return Err(EventError::TooLarge { bytes: raw.len() });
+        }
+        if !raw.trim_start().starts_with('{') {
+            return Err(EventError::Malformed {
+                message: "expected a JSON object".into(),
+            });
+        }
+        let mut de = serde_json::Deserializer::from_str(raw);
+        let wire = de
+            .deserialize_map(WireVisitor)
+            .map_err(EventError::from_json)?;
+        de.end().map_err(EventError::from_json)?;
+        wire.validate(received)
+    }
+
+    /// Parses an event from an already-parsed JSON value (a batch array element).
+    pub fn from_value(value: &Value, received: UnixMs) -> Result<Event, EventError> {
+        if !value.is_object() {
+            return Err(EventError::Malformed {
+                message: "expected a JSON object".into(),
+            });
+        }
+        let wire = value
+            .deserialize_map(WireVisitor)
+            .map_err(EventError::from_json)?;
+        wire.validate(received)
+    }
+
+    /// The value at an attribute of the event by its CloudEvents name (`id`, `source`, `type`,
+    /// `subject`, `time`, `datacontenttype`, extensions). `data` is reached through [`Event::data`].
+    pub fn attribute(&self, name: &str) -> Option<AttributeRef<'_>> {
+        match name {
+            "id" => Some(AttributeRef::Str(self.id.as_str())),
+            "source" => Some(AttributeRef::Str(self.source.as_str())),
+            "type" => Some(AttributeRef::Str(self.event_type.as_str())),
+            "subject" => Some(AttributeRef::Str(self.subject.as_str())),
+            "specversion" => Some(AttributeRef::Str("1.0")),
+            "time" => self.time_text.as_deref().map(AttributeRef::Str),
+            "datacontenttype" => self.datacontenttype.as_deref().map(AttributeRef::Str),
+            "data" => Some(AttributeRef::Json(&self.data)),
+            other => self
+                .extensions
+                .binary_search_by(|(k, _)| k.as_str().cmp(other))
+                .ok()
+                .and_then(|i| self.extensions.get(i))
+                .map(|(_, v)| AttributeRef::Json(v)),
+        }
+    }
+}
+
+/// A borrowed attribute value: either plain text or JSON.
+#[derive(Clone, Copy, Debug)]
+pub enum AttributeRef<'a> {
+    /// A string attribute.
+    Str(&'a str),
+    /// A JSON value (data, extensions).
+    Json(&'a Value),
+}
+
+/// Checks an event's time against the acceptance window around `now`.
+///
+/// The acceptance window is also the dedup window: an event older than it is rejected, so
+/// no retry older than the window can ever be counted twice.
+pub fn check_window(time: UnixMs, now: UnixMs, window_ms: i64) -> Result<(), EventError> {
+    if time.0 < now.0.saturating_sub(window_ms) {
+        return Err(EventError::TooOld { time, window_ms });
+    }
+    if time.0 > now.0.saturating_add(EVENT_FUTURE_MS_MAX) {
+        return Err(EventError::InFuture { time });
+    }
+    Ok(())
+}
+
+fn check_len(name: &'static str, text: &str, max: usize) -> Result<(), EventError> {
+    if text.is_empty() {
+        return Err(EventError::EmptyAttribute { name });
+    }
+    if text.len() > max {
+        return Err(EventError::AttributeTooLong { name, max });
+    }
+    Ok(())
+}
+
+/// The attributes as they came off the wire, before validation.
+#[derive(Default)]
+struct Wire {
+    specversion: Option<String>,
+    id: Option<String>,
+    source: Option<String>,
+    event_type: Option<String>,
+    subject: Option<String>,
+    time: Option<String>,
+    datacontenttype: Option<String>,
+    data: Option<Value>,
+    extensions: Vec<(String, Value)>,
+}
+
+impl Wire {
+    fn validate(self, received: UnixMs) -> Result<Event, EventError> {
+        let specversion = self.specversion.ok_or(EventError::MissingAttribute {
+            name: "specversion",
+        })?;
+        if specversion != "1.0" {
+            return Err(EventError::UnsupportedSpecversion {
+                found: truncate(&specversion),
+            });
+        }
+        let id = self.id.ok_or(EventError::MissingAttribute { name: "id" })?;
+        check_len("id", &id, EVENT_ID_BYTES_MAX)?;
+        let source = self
+            .source
+            .ok_or(EventError::MissingAttribute { name: "source" })?;
+        check_len("source", &source, EVENT_SOURCE_BYTES_MAX)?;
+        let event_type = self
+            .event_type
+            .ok_or(EventError::MissingAttribute { name: "type" })?;
+        check_len("type", &event_type, EVENT_TYPE_BYTES_MAX)?;
+        let subject = self
+            .subject
+            .ok_or(EventError::MissingAttribute { name: "subject" })?;
+        check_len("subject", &subject, EVENT_SUBJECT_BYTES_MAX)?;
+        let time = match &self.time {
+            None => received,
+            Some(text) => {
+                let ts: jiff::Timestamp = text.parse().map_err(|_| EventError::InvalidTime {
+                    found: truncate(text),
+                })?;
+                UnixMs::from_timestamp(ts)
+            }
+        };
+        let mut extensions = self.extensions;
+        extensions.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Event {
+            id: EventId(id),
+            source: EventSource(source),
+            event_type: EventType(event_type),
+            subject: Subject(subject),
+            time,
+            time_text: self.time,
+            datacontenttype: self.datacontenttype,
+            data: self.data.unwrap_or(Value::Null),
+            extensions,
+        })
+    }
+}
+
+/// Shortens text quoted back in an error message.
+fn truncate(text: &str) -> String {
+    const QUOTE_CHARS_MAX: usize = 64;
+    text.chars().take(QUOTE_CHARS_MAX).collect()
+}
+
+/// Reads the top-level object in one pass without buffering (serde's `flatten` would).
+struct WireVisitor;
+
+impl<'de> Visitor<'de> for WireVisitor {
+    type Value = Wire;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a CloudEvents JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Wire, A::Error> {
+        let mut wire = Wire::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let slot = match key.as_ref() {
+                "specversion" => &mut wire.specversion,
+                "id" => &mut wire.id,
+                "source" => &mut wire.source,
+                "type" => &mut wire.event_type,
+                "subject" => &mut wire.subject,
+                "time" => &mut wire.time,
+                "datacontenttype" => &mut wire.datacontenttype,
+                "data" => {
+                    if wire.data.is_some() {
+                        return Err(de::Error::custom("duplicate attribute `data`"));
+                    }
+                    wire.data = Some(map.next_value()?);
+                    continue;
+                }
+                name => {
+                    let valid = !name.is_empty()
+                        && name.len() <= EXTENSION_NAME_BYTES_MAX
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                    // dataschema and data_base64 are spec attributes kept verbatim.
+                    if !valid && name != "data_base64" {
+                        return Err(de::Error::custom(format!(
+                            "attribute name `{}` is not a valid CloudEvents name ([a-z0-9]{{1,20}})",
+                            truncate(name)
+                        )));
+                    }
+                    if wire.extensions.iter().any(|(k, _)| k == name) {
+                        return Err(de::Error::custom(format!("duplicate attribute `{name}`")));
+                    }
+                    let value: Value = map.next_value()?;
+                    wire.extensions.push((name.to_owned(), value));
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                return Err(de::Error::custom(format!("duplicate attribute `{key}`")));
+            }
+            // Read any JSON value first, so that a syntax error inside it stays a syntax error
+            // (malformed_event) instead of being reported as a wrongly typed attribute.
+            let found = match map.next_value::<Value>()? {
+                Value::String(text) => {
+                    *slot = Some(text);
+                    continue;
+                }
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::Array(_) => "an array",
+                Value::Object(_) => "an object",
+            };
+            return Err(de::Error::custom(format!(
+                "attribute `{key}` must be a string, not {found}"
+            )));
+        }
+        Ok(wire)
+    }
+}

@@ -1,0 +1,13 @@
+//! tollgate-core: the domain of Tollgate, pure.
+//!
+//! Owns the rules: what a valid event is, when two events are the same event, how a meter turns
+//! events into numbers, and how those numbers are cut into time windows. Owns no IO, no async,
+//! no clock reads: time comes in as a [`time::UnixMs`] argument, storage stays outside. Modules
+//! appear in pipeline order: [`event`] → [`dedup`] → [`meter`] → [`usage`].
+
+pub mod dedup;
+pub mod event;
+pub mod limits;
+pub mod meter;
+pub mod time;
+pub mod usage;

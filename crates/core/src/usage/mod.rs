@@ -1,0 +1,450 @@
+//! usage: accumulating what meters observe, and answering usage queries.
+//!
+//! Owns: the aggregation state of one meter ([`AggState`]), the in-memory rollup of a meter
+//! ([`Rollup`]) keyed by subject, group and time bucket in three tiers (UTC minute, hour, day),
+//! and the usage query: windows in a time zone, projection onto a subset of dimensions.
+//! Does not own: where events come from or how the rollup is persisted (the store replays
+//! stored raw events into it).
+//!
+//! Invariants: a rollup equals the fold of its meter over the events applied to it, in any
+//! order and in any split (aggregations are commutative and associative; `latest` orders by
+//! event time, then ingest sequence). Every tier holds the same events, so a window read from
+//! day buckets equals the same window read from minute buckets. Sums are exact decimals.
+
+mod error;
+#[cfg(test)]
+mod tests;
+mod window;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use jiff::tz::TimeZone;
+use rust_decimal::Decimal;
+
+pub use self::error::UsageError;
+pub use self::window::{WindowSize, windows};
+use crate::event::{Event, Subject};
+use crate::limits::USAGE_ROWS_MAX;
+use crate::meter::{Aggregation, Meter, Observation, Reading};
+use crate::time::UnixMs;
+
+const MINUTES_PER_HOUR: i64 = 60;
+const MINUTES_PER_DAY: i64 = 1440;
+
+/// The running aggregate of one meter over some set of events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AggState {
+    /// Sum of values.
+    Sum(Decimal),
+    /// Number of events.
+    Count(u64),
+    /// Largest value.
+    Max(Decimal),
+    /// Smallest value.
+    Min(Decimal),
+    /// Value of the latest event: (event time, ingest sequence) orders them.
+    Latest {
+        /// Event time.
+        time: UnixMs,
+        /// Ingest sequence, breaking ties of equal times.
+        seq: u64,
+        /// The value.
+        value: Decimal,
+    },
+    /// Distinct value keys (interned ids), sorted.
+    Unique(Vec<u32>),
+}
+
+impl AggState {
+    /// Merges another state of the same aggregation into this one.
+    pub fn merge(&mut self, other: &AggState) {
+        match (self, other) {
+            (AggState::Sum(a), AggState::Sum(b)) => *a = checked_sum(*a, *b),
+            (AggState::Count(a), AggState::Count(b)) => *a += b,
+            (AggState::Max(a), AggState::Max(b)) => *a = (*a).max(*b),
+            (AggState::Min(a), AggState::Min(b)) => *a = (*a).min(*b),
+            (
+                AggState::Latest { time, seq, value },
+                AggState::Latest {
+                    time: t2,
+                    seq: s2,
+                    value: v2,
+                },
+            ) => {
+                if (*t2, *s2) > (*time, *seq) {
+                    (*time, *seq, *value) = (*t2, *s2, *v2);
+                }
+            }
+            (AggState::Unique(a), AggState::Unique(b)) => {
+                for k in b {
+                    insert_sorted(a, *k);
+                }
+            }
+            (a, b) => panic!("merging different aggregations: {a:?} and {b:?}"),
+        }
+    }
+
+    /// The number a query reports.
+    pub fn value(&self) -> Decimal {
+        match self {
+            AggState::Sum(d) | AggState::Max(d) | AggState::Min(d) => *d,
+            AggState::Latest { value, .. } => *value,
+            AggState::Count(n) => Decimal::from(*n),
+            AggState::Unique(keys) => Decimal::from(keys.len()),
+        }
+    }
+}
+
+/// Decimal sums of meter values stay below 7.9e28; reaching that is a broken input stream that
+/// must stop loudly rather than round.
+fn checked_sum(a: Decimal, b: Decimal) -> Decimal {
+    match a.checked_add(b) {
+        Some(s) => s,
+        None => panic!("meter sum overflows 96-bit decimal: {a} + {b}"),
+    }
+}
+
+fn insert_sorted(keys: &mut Vec<u32>, key: u32) {
+    if let Err(at) = keys.binary_search(&key) {
+        keys.insert(at, key);
+    }
+}
+
+/// Strings to dense ids, so that rollups hold 4-byte keys.
+#[derive(Default, Debug)]
+struct Interner {
+    ids: HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or_else(|_| panic!("interner full"));
+        self.ids.insert(s.into(), id);
+        self.names.push(s.into());
+        id
+    }
+
+    fn get(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+
+    fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", |s| s)
+    }
+}
+
+/// One (subject, group)'s buckets in three tiers: UTC minutes, hours and days since the epoch.
+#[derive(Default, Debug)]
+struct Series {
+    minutes: BTreeMap<i64, AggState>,
+    hours: BTreeMap<i64, AggState>,
+    days: BTreeMap<i64, AggState>,
+}
+
+impl Series {
+    fn add(&mut self, minute: i64, state: &AggState) {
+        let keys = [
+            (&mut self.minutes, minute),
+            (&mut self.hours, minute.div_euclid(MINUTES_PER_HOUR)),
+            (&mut self.days, minute.div_euclid(MINUTES_PER_DAY)),
+        ];
+        for (tier, key) in keys {
+            match tier.get_mut(&key) {
+                Some(existing) => existing.merge(state),
+                None => {
+                    tier.insert(key, state.clone());
+                }
+            }
+        }
+    }
+
+    /// Folds the minutes `[s, e)` into `acc`, reading the coarsest aligned tier.
+    fn fold(&self, s: i64, e: i64, acc: &mut Option<AggState>) {
+        fold_tier(&self.days, MINUTES_PER_DAY, s, e, acc, &mut |s, e, acc| {
+            fold_tier(
+                &self.hours,
+                MINUTES_PER_HOUR,
+                s,
+                e,
+                acc,
+                &mut |s, e, acc| {
+                    merge_range(&self.minutes, s, e, acc);
+                },
+            );
+        });
+    }
+}
+
+/// Reads the whole `unit`-buckets inside `[s, e)` from `tier` and hands the ragged edges to
+/// `finer`.
+fn fold_tier(
+    tier: &BTreeMap<i64, AggState>,
+    unit: i64,
+    s: i64,
+    e: i64,
+    acc: &mut Option<AggState>,
+    finer: &mut dyn FnMut(i64, i64, &mut Option<AggState>),
+) {
+    if s >= e {
+        return;
+    }
+    let first = s.div_euclid(unit) + i64::from(s.rem_euclid(unit) != 0);
+    let last = e.div_euclid(unit);
+    if first < last {
+        finer(s, first * unit, acc);
+        merge_range(tier, first, last, acc);
+        finer(last * unit, e, acc);
+    } else {
+        finer(s, e, acc);
+    }
+}
+
+fn merge_range(tier: &BTreeMap<i64, AggState>, s: i64, e: i64, acc: &mut Option<AggState>) {
+    if s >= e {
+        return;
+    }
+    for state in tier.range(s..e).map(|(_, v)| v) {
+        match acc {
+            Some(a) => a.merge(state),
+            None => *acc = Some(state.clone()),
+        }
+    }
+}
+
+/// A usage query against one meter.
+#[derive(Clone, Debug)]
+pub struct UsageQuery {
+    /// Only this subject; `None` for every subject.
+    pub subject: Option<Subject>,
+    /// Start, inclusive, whole minute.
+    pub from: UnixMs,
+    /// End, exclusive, whole minute.
+    pub to: UnixMs,
+    /// Window size; `None` for one window over the whole range.
+    pub window: Option<WindowSize>,
+    /// Time zone of window boundaries.
+    pub time_zone: TimeZone,
+    /// Dimensions to keep (a subset of the meter's); the others are merged.
+    pub group_by: Vec<String>,
+}
+
+/// One row of a usage answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The subject.
+    pub subject: String,
+    /// Window start (inclusive).
+    pub window_start: UnixMs,
+    /// Window end (exclusive).
+    pub window_end: UnixMs,
+    /// Kept dimensions and their values (`None`: the event had no value there).
+    pub group: BTreeMap<String, Option<String>>,
+    /// The aggregate.
+    pub value: Decimal,
+}
+
+/// Counters about what a rollup has seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RollupStats {
+    /// Events counted.
+    pub counted: u64,
+    /// Events that matched but had no usable value.
+    pub skipped: u64,
+}
+
+/// All usage of one meter, in memory.
+#[derive(Debug)]
+pub struct Rollup {
+    meter: Meter,
+    subjects: Interner,
+    groups: Interner,
+    values: Interner,
+    series: HashMap<(u32, u32), Series>,
+    groups_of_subject: HashMap<u32, Vec<u32>>,
+    stats: RollupStats,
+    key_buf: String,
+}
+
+/// Marks an absent value in an interned group key. A present value is written as its byte
+/// length, `:` and its text, so that no value text (separators, control characters, this
+/// marker) can be mistaken for the boundary between two values.
+const GROUP_ABSENT: char = '-';
+
+impl Rollup {
+    /// An empty rollup for a meter.
+    pub fn new(meter: Meter) -> Rollup {
+        Rollup {
+            meter,
+            subjects: Interner::default(),
+            groups: Interner::default(),
+            values: Interner::default(),
+            series: HashMap::new(),
+            groups_of_subject: HashMap::new(),
+            stats: RollupStats::default(),
+            key_buf: String::new(),
+        }
+    }
+
+    /// The meter.
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    /// What it has seen.
+    pub fn stats(&self) -> RollupStats {
+        self.stats
+    }
+
+    /// Applies one accepted event. `seq` is its ingest sequence (orders `latest`).
+    pub fn apply(&mut self, event: &Event, seq: u64) {
+        let (group, reading) = match self.meter.observe(event) {
+            Observation::NotMatched => return,
+            Observation::Skipped => {
+                self.stats.skipped += 1;
+                return;
+            }
+            Observation::Counted { group, reading } => (group, reading),
+        };
+        let state = match (self.meter.aggregation(), reading) {
+            (Aggregation::Count, _) | (_, Reading::One) => AggState::Count(1),
+            (Aggregation::Sum, Reading::Number(n)) => AggState::Sum(n),
+            (Aggregation::Max, Reading::Number(n)) => AggState::Max(n),
+            (Aggregation::Min, Reading::Number(n)) => AggState::Min(n),
+            (Aggregation::Latest, Reading::Number(n)) => AggState::Latest {
+                time: event.time,
+                seq,
+                value: n,
+            },
+            (Aggregation::UniqueCount, Reading::Key(k)) => {
+                AggState::Unique(vec![self.values.intern(&k)])
+            }
+            (agg, reading) => panic!("meter {agg:?} produced reading {reading:?}"),
+        };
+        self.key_buf.clear();
+        for value in &group {
+            match value {
+                Some(v) => {
+                    // Writing to a String cannot fail.
+                    let _ = write!(self.key_buf, "{}:", v.len());
+                    self.key_buf.push_str(v);
+                }
+                None => self.key_buf.push(GROUP_ABSENT),
+            }
+        }
+        let group_id = self.groups.intern(&self.key_buf);
+        let subject_id = self.subjects.intern(event.subject.as_str());
+        let series = self
+            .series
+            .entry((subject_id, group_id))
+            .or_insert_with(|| {
+                self.groups_of_subject
+                    .entry(subject_id)
+                    .or_default()
+                    .push(group_id);
+                Series::default()
+            });
+        series.add(event.time.minute(), &state);
+        self.stats.counted += 1;
+    }
+
+    /// Answers a usage query: one row per (subject, kept group, window) that has data, sorted
+    /// by subject, group and window start.
+    pub fn query(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, UsageError> {
+        let windows = windows(q.from, q.to, q.window, &q.time_zone)?;
+        let names: Vec<&str> = self.meter.dimension_names().collect();
+        let mut keep = Vec::with_capacity(q.group_by.len());
+        for name in &q.group_by {
+            let at = names
+                .iter()
+                .position(|n| n == name)
+                .ok_or_else(|| UsageError::UnknownGroupBy { name: name.clone() })?;
+            if !keep.contains(&at) {
+                keep.push(at);
+            }
+        }
+        keep.sort_unstable();
+        let subject_ids: Vec<u32> = match &q.subject {
+            Some(s) => self.subjects.get(s.as_str()).into_iter().collect(),
+            None => (0..u32::try_from(self.subjects.names.len()).unwrap_or(u32::MAX)).collect(),
+        };
+        let mut rows = Vec::new();
+        for subject_id in subject_ids {
+            let Some(group_ids) = self.groups_of_subject.get(&subject_id) else {
+                continue;
+            };
+            // Projected group key → one accumulator per window.
+            let mut projected: BTreeMap<Vec<Option<&str>>, Vec<Option<AggState>>> = BTreeMap::new();
+            for group_id in group_ids {
+                let Some(series) = self.series.get(&(subject_id, *group_id)) else {
+                    continue;
+                };
+                let values = split_group(self.groups.name(*group_id));
+                let key: Vec<Option<&str>> = keep
+                    .iter()
+                    .map(|i| values.get(*i).copied().flatten())
+                    .collect();
+                let accs = projected
+                    .entry(key)
+                    .or_insert_with(|| vec![None; windows.len()]);
+                for ((start, end), acc) in windows.iter().zip(accs.iter_mut()) {
+                    series.fold(start.minute(), end.minute(), acc);
+                }
+            }
+            let subject = self.subjects.name(subject_id);
+            for (key, accs) in projected {
+                for ((start, end), acc) in windows.iter().zip(accs) {
+                    let Some(acc) = acc else { continue };
+                    if rows.len() >= USAGE_ROWS_MAX {
+                        return Err(UsageError::TooManyRows {
+                            max: USAGE_ROWS_MAX,
+                        });
+                    }
+                    let group = keep
+                        .iter()
+                        .zip(&key)
+                        .map(|(i, v)| (names[*i].to_owned(), v.map(str::to_owned)))
+                        .collect();
+                    rows.push(UsageRow {
+                        subject: subject.to_owned(),
+                        window_start: *start,
+                        window_end: *end,
+                        group,
+                        value: acc.value(),
+                    });
+                }
+            }
+        }
+        rows.sort_by(|a, b| {
+            (&a.subject, &a.group, a.window_start).cmp(&(&b.subject, &b.group, b.window_start))
+        });
+        Ok(rows)
+    }
+}
+
+/// The dimension values of a group key written by [`Rollup::apply`].
+fn split_group(key: &str) -> Vec<Option<&str>> {
+    let mut values = Vec::new();
+    let mut rest = key;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix(GROUP_ABSENT) {
+            values.push(None);
+            rest = after;
+            continue;
+        }
+        let next = rest.split_once(':').and_then(|(len, after)| {
+            let len: usize = len.parse().ok()?;
+            Some((after.get(..len)?, after.get(len..)?))
+        });
+        let Some((value, after)) = next else {
+            panic!("corrupt group key {key:?}")
+        };
+        values.push(Some(value));
+        rest = after;
+    }
+    values
+}

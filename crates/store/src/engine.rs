@@ -1,0 +1,707 @@
+//! The engine: one writer thread per data directory, many readers.
+//!
+//! Load → decide → commit. Callers turn request bodies into a [`PreparedBatch`] on their own
+//! thread (parse, validate, window check, identity, fingerprint: pure work that scales with
+//! cores). The writer takes every batch waiting in its queue (group commit), decides each
+//! event's [`Verdict`] against the in-memory dedup index, writes the accepted events as one
+//! frame in one SQLite transaction with `synchronous=FULL`, and only after the commit applies
+//! them to the rollups and answers each batch. If the commit fails, the index is rolled back and
+//! every batch in the group gets the error: nothing was accepted, so a retry is safe.
+//!
+//! Readers take a per-meter read lock for the length of one query; the writer holds a meter's
+//! write lock only while applying one group.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::RwLock;
+use rusqlite::Connection;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tollgate_core::dedup::{self, Fingerprint, IdentityKey, Index, Verdict};
+use tollgate_core::event::{self, Event, EventError};
+use tollgate_core::limits::{ACCEPTANCE_WINDOW_MS_DEFAULT, METERS_MAX};
+use tollgate_core::meter::{Meter, MeterSlug};
+use tollgate_core::time::{Clock, UnixMs};
+use tollgate_core::usage::{Rollup, RollupStats, UsageError, UsageQuery, UsageRow};
+
+use crate::frames::{self, FrameBuilder};
+use crate::{Metrics, StoreError, meters};
+
+/// Most events the writer puts into one group commit.
+pub const GROUP_COMMIT_EVENTS_MAX: usize = 250_000;
+/// Most batches waiting for the writer; beyond this, HTTP ingest answers 503 `writer_busy`.
+pub const WRITER_QUEUE_BATCHES_MAX: usize = 512;
+/// How often the writer drops identities that left the acceptance window.
+const PRUNE_INTERVAL_MS: i64 = 3_600_000;
+
+/// Settings of an engine.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineConfig {
+    /// Acceptance (= dedup) window in ms.
+    pub acceptance_window_ms: i64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            acceptance_window_ms: ACCEPTANCE_WINDOW_MS_DEFAULT,
+        }
+    }
+}
+
+/// One event that was not accepted, as reported to the client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ItemError {
+    /// Position in the request (0-based; NDJSON: line number minus one, blank lines included).
+    pub index: usize,
+    /// The event's `id`, when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Stable code: an [`EventError`] code, `duplicate` or `conflict`.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+}
+
+/// The answer to one batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BatchOutcome {
+    /// Events counted.
+    pub accepted: usize,
+    /// Events already counted before (same identity, same payload).
+    pub duplicates: usize,
+    /// Events whose identity was counted with a different payload.
+    pub conflicts: usize,
+    /// Events that were invalid or outside the acceptance window.
+    pub rejected: usize,
+    /// Every event that was not accepted.
+    pub errors: Vec<ItemError>,
+}
+
+struct PreparedEvent {
+    index: usize,
+    span: Range<usize>,
+    event: Event,
+    key: IdentityKey,
+    fp: Fingerprint,
+}
+
+/// Events parsed and validated, ready for the writer. Holds the request body, so each raw
+/// event is stored exactly as received without a copy per event.
+pub struct PreparedBatch {
+    body: String,
+    events: Vec<PreparedEvent>,
+    rejected: Vec<ItemError>,
+}
+
+impl PreparedBatch {
+    /// Parses and validates the events at `spans` of `body` (each span one event's JSON text,
+    /// with the index the client knows it by),
+    /// against the acceptance window around `now`. Invalid events become errors; the rest go on.
+    pub fn new(
+        body: String,
+        spans: Vec<(usize, Range<usize>)>,
+        now: UnixMs,
+        window_ms: i64,
+    ) -> Self {
+        let mut events = Vec::with_capacity(spans.len());
+        let mut rejected = Vec::new();
+        for (index, span) in spans {
+            let text = body.get(span.clone()).unwrap_or("");
+            let parsed = Event::parse(text, now).and_then(|e| {
+                event::check_window(e.time, now, window_ms)?;
+                Ok(e)
+            });
+            match parsed {
+                Ok(event) => {
+                    let key = dedup::identity(&event);
+                    let fp = dedup::fingerprint(&event);
+                    events.push(PreparedEvent {
+                        index,
+                        span,
+                        event,
+                        key,
+                        fp,
+                    });
+                }
+                Err(e) => rejected.push(item_error(index, id_hint(text), &e)),
+            }
+        }
+        PreparedBatch {
+            body,
+            events,
+            rejected,
+        }
+    }
+
+    /// Adds an error for an item that could not even be split out of the body.
+    pub fn reject(&mut self, index: usize, error: &EventError) {
+        self.rejected.push(item_error(index, None, error));
+    }
+
+    /// Number of events that will go to the writer.
+    pub fn valid_len(&self) -> usize {
+        self.events.len()
+    }
+}
+
+fn item_error(index: usize, id: Option<String>, e: &EventError) -> ItemError {
+    ItemError {
+        index,
+        id,
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+/// Best effort `id` of an event that failed validation, for the error report.
+fn id_hint(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<serde_json::Value>,
+    }
+    let parsed: IdOnly = serde_json::from_str(text).ok()?;
+    match parsed.id? {
+        serde_json::Value::String(s) => Some(s.chars().take(256).collect()),
+        other => Some(other.to_string().chars().take(256).collect()),
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Command {
+    Ingest(PreparedBatch, Reply<BatchOutcome>),
+    PutMeter(Meter, Reply<bool>),
+    DeleteMeter(MeterSlug, Reply<bool>),
+}
+
+/// A meter and its usage, shared between the writer and readers.
+pub type SharedRollup = Arc<RwLock<Rollup>>;
+type RollupMap = Arc<RwLock<BTreeMap<MeterSlug, SharedRollup>>>;
+
+/// Why a meter change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MeterChangeError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `METERS_MAX` reached.
+    #[error("at most {max} meters")]
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Why a usage query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// No such meter.
+    #[error("meter `{0}` not found")]
+    MeterNotFound(String),
+    /// The query is invalid.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+}
+
+/// A meter's definition and counters, for listings.
+#[derive(Clone, Debug)]
+pub struct MeterInfo {
+    /// The meter.
+    pub meter: Meter,
+    /// What it has counted.
+    pub stats: RollupStats,
+}
+
+/// The running engine of one data directory.
+pub struct Engine {
+    tx: Option<Sender<Command>>,
+    writer: Option<JoinHandle<()>>,
+    rollups: RollupMap,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Engine {
+    /// Opens a data directory: takes its lock, loads meters, rebuilds the dedup index and the
+    /// rollups from every stored frame, and starts the writer.
+    pub fn open(
+        dir: &Path,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Engine, StoreError> {
+        let dir = crate::prepare_dir(dir)?;
+        let lock = crate::lock_dir(&dir)?;
+        let conn = crate::open_db(&dir)?;
+        let now = clock.now();
+        let cutoff = UnixMs(now.0.saturating_sub(config.acceptance_window_ms));
+        let mut rollups: Vec<Rollup> = meters::load_all(&conn)?
+            .into_iter()
+            .map(Rollup::new)
+            .collect();
+        let mut index = Index::new();
+        replay(&conn, Some(&mut index), &mut rollups)?;
+        index.prune_before(cutoff);
+        metrics
+            .dedup_identities
+            .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
+        let next_seq = frames::next_event_seq(&conn)?;
+        let map: RollupMap = Arc::new(RwLock::new(
+            rollups
+                .into_iter()
+                .map(|r| (r.meter().slug.clone(), Arc::new(RwLock::new(r))))
+                .collect(),
+        ));
+        let (tx, rx) = crossbeam_channel::bounded(WRITER_QUEUE_BATCHES_MAX);
+        let writer = Writer {
+            conn,
+            index,
+            next_seq,
+            rollups: Arc::clone(&map),
+            metrics: Arc::clone(&metrics),
+            clock: Arc::clone(&clock),
+            config,
+            last_prune: now,
+        };
+        let handle = std::thread::Builder::new()
+            .name("tollgate-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Io {
+                path: dir.clone(),
+                source: e,
+            })?;
+        Ok(Engine {
+            tx: Some(tx),
+            writer: Some(handle),
+            rollups: map,
+            metrics,
+            clock,
+            config,
+            dir,
+            _lock: lock,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> EngineConfig {
+        self.config
+    }
+
+    /// The clock.
+    pub fn now(&self) -> UnixMs {
+        self.clock.now()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Prepares a batch against this engine's clock and window.
+    pub fn prepare(&self, body: String, spans: Vec<(usize, Range<usize>)>) -> PreparedBatch {
+        PreparedBatch::new(
+            body,
+            spans,
+            self.clock.now(),
+            self.config.acceptance_window_ms,
+        )
+    }
+
+    fn sender(&self) -> Result<&Sender<Command>, StoreError> {
+        self.tx.as_ref().ok_or(StoreError::WriterStopped)
+    }
+
+    /// Queues a batch, waiting for room in the queue. The receiver yields the outcome once the
+    /// batch is durable.
+    pub fn submit(
+        &self,
+        batch: PreparedBatch,
+    ) -> Result<oneshot::Receiver<Result<BatchOutcome, StoreError>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(Command::Ingest(batch, reply))
+            .map_err(|_| StoreError::WriterStopped)?;
+        self.metrics.queue_depth.set(self.queue_len());
+        Ok(rx)
+    }
+
+    /// Queues a batch if there is room; `Err(Busy)` otherwise.
+    pub fn try_submit(
+        &self,
+        batch: PreparedBatch,
+    ) -> Result<oneshot::Receiver<Result<BatchOutcome, StoreError>>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.sender().map_err(SubmitError::Store)?;
+        match tx.try_send(Command::Ingest(batch, reply)) {
+            Ok(()) => {
+                self.metrics.queue_depth.set(self.queue_len());
+                Ok(rx)
+            }
+            Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(SubmitError::Store(StoreError::WriterStopped))
+            }
+        }
+    }
+
+    fn queue_len(&self) -> i64 {
+        self.tx
+            .as_ref()
+            .map_or(0, |t| i64::try_from(t.len()).unwrap_or(i64::MAX))
+    }
+
+    /// Ingests a batch and waits until it is durable (blocking; for CLI and tests).
+    pub fn ingest_blocking(&self, batch: PreparedBatch) -> Result<BatchOutcome, StoreError> {
+        self.submit(batch)?
+            .blocking_recv()
+            .map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Creates or replaces a meter; a new definition is backfilled from every stored event
+    /// before it becomes visible. Returns true when the meter is new.
+    pub fn put_meter_blocking(&self, meter: Meter) -> Result<bool, MeterChangeError> {
+        let exists = self.rollups.read().contains_key(&meter.slug);
+        if !exists && self.rollups.read().len() >= METERS_MAX {
+            return Err(MeterChangeError::TooMany { max: METERS_MAX });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(Command::PutMeter(meter, reply))
+            .map_err(|_| StoreError::WriterStopped)?;
+        Ok(rx
+            .blocking_recv()
+            .map_err(|_| StoreError::WriterStopped)??)
+    }
+
+    /// Deletes a meter. Returns false when it did not exist. Raw events are untouched.
+    pub fn delete_meter_blocking(&self, slug: MeterSlug) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(Command::DeleteMeter(slug, reply))
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.blocking_recv().map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// A meter and its counters.
+    pub fn meter(&self, slug: &MeterSlug) -> Option<MeterInfo> {
+        let rollup = self.rollups.read().get(slug).cloned()?;
+        let r = rollup.read();
+        Some(MeterInfo {
+            meter: r.meter().clone(),
+            stats: r.stats(),
+        })
+    }
+
+    /// Every meter, by slug.
+    pub fn meters(&self) -> Vec<MeterInfo> {
+        let all: Vec<SharedRollup> = self.rollups.read().values().cloned().collect();
+        all.iter()
+            .map(|r| {
+                let r = r.read();
+                MeterInfo {
+                    meter: r.meter().clone(),
+                    stats: r.stats(),
+                }
+            })
+            .collect()
+    }
+
+    /// Answers a usage query.
+    pub fn usage(&self, slug: &MeterSlug, query: &UsageQuery) -> Result<Vec<UsageRow>, QueryError> {
+        let rollup = self
+            .rollups
+            .read()
+            .get(slug)
+            .cloned()
+            .ok_or_else(|| QueryError::MeterNotFound(slug.to_string()))?;
+        let rows = rollup.read().query(query)?;
+        Ok(rows)
+    }
+
+    /// Stops the writer after it has answered everything queued, and waits for it.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(handle) = self.writer.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("writer thread panicked");
+        }
+    }
+
+    /// Whether the writer is running.
+    pub fn is_ready(&self) -> bool {
+        self.writer.as_ref().is_some_and(|h| !h.is_finished())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Why a batch could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The writer queue is full; retry later.
+    #[error("the writer queue is full")]
+    Busy,
+    /// Storage is unavailable.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// Replays every stored frame: identities into `index` (when given), events into `rollups`.
+fn replay(
+    conn: &Connection,
+    mut index: Option<&mut Index>,
+    rollups: &mut [Rollup],
+) -> Result<u64, StoreError> {
+    let mut events = 0u64;
+    frames::for_each_frame(conn, |frame| {
+        if let Some(index) = index.as_deref_mut() {
+            let keys = frame.keys()?;
+            index.reserve(keys.len());
+            for (key, fp, time) in keys {
+                index.insert(key, fp, time);
+            }
+        }
+        if !rollups.is_empty() {
+            frame.for_each_event(|seq, time, raw| {
+                let event = Event::parse(raw, time)
+                    .map_err(|e| StoreError::Corrupt(format!("stored event {seq}: {e}")))?;
+                for rollup in rollups.iter_mut() {
+                    rollup.apply(&event, seq);
+                }
+                Ok(())
+            })?;
+        }
+        events += u64::from(frame.event_count);
+        Ok(())
+    })?;
+    Ok(events)
+}
+
+struct Writer {
+    conn: Connection,
+    index: Index,
+    next_seq: u64,
+    rollups: RollupMap,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    last_prune: UnixMs,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Command>) {
+        let mut pending: Option<Command> = None;
+        loop {
+            let command = match pending.take() {
+                Some(c) => c,
+                None => match rx.recv() {
+                    Ok(c) => c,
+                    Err(_) => return,
+                },
+            };
+            match command {
+                Command::Ingest(batch, reply) => {
+                    let mut group = vec![(batch, reply)];
+                    let mut events = group[0].0.events.len();
+                    while events < GROUP_COMMIT_EVENTS_MAX {
+                        match rx.try_recv() {
+                            Ok(Command::Ingest(b, r)) => {
+                                events += b.events.len();
+                                group.push((b, r));
+                            }
+                            Ok(other) => {
+                                pending = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.metrics
+                        .queue_depth
+                        .set(i64::try_from(rx.len()).unwrap_or(i64::MAX));
+                    self.commit_group(group);
+                }
+                Command::PutMeter(meter, reply) => {
+                    let _ = reply.send(self.put_meter(meter));
+                }
+                Command::DeleteMeter(slug, reply) => {
+                    let result = meters::delete(&self.conn, &slug);
+                    if matches!(result, Ok(true)) {
+                        self.rollups.write().remove(&slug);
+                    }
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<(PreparedBatch, Reply<BatchOutcome>)>) {
+        let started = Instant::now();
+        let now = self.clock.now();
+        let mut frame = FrameBuilder::default();
+        let mut verdicts: Vec<Vec<Verdict>> = Vec::with_capacity(group.len());
+        for (batch, _) in &group {
+            let mut vs = Vec::with_capacity(batch.events.len());
+            for ev in &batch.events {
+                let verdict = self.index.offer(ev.key, ev.fp, ev.event.time);
+                if verdict == Verdict::Accepted {
+                    let raw = batch.body.get(ev.span.clone()).unwrap_or("");
+                    frame.push(ev.key, ev.fp, ev.event.time, raw);
+                }
+                vs.push(verdict);
+            }
+            verdicts.push(vs);
+        }
+        let first_seq = self.next_seq;
+        if frame.len() > 0
+            && let Err(e) = self.write_frame(&frame, first_seq, now)
+        {
+            tracing::error!(error = %e, "group commit failed; nothing in it was accepted");
+            for ((batch, _), vs) in group.iter().zip(&verdicts) {
+                for (ev, v) in batch.events.iter().zip(vs) {
+                    if *v == Verdict::Accepted {
+                        self.index.forget(ev.key);
+                    }
+                }
+            }
+            for (_, reply) in group {
+                let _ = reply.send(Err(clone_err(&e)));
+            }
+            return;
+        }
+        self.next_seq += u64::from(frame.len());
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.apply_to_rollups(&group, &verdicts, first_seq);
+        self.metrics
+            .dedup_identities
+            .set(i64::try_from(self.index.len()).unwrap_or(i64::MAX));
+        for ((batch, reply), vs) in group.into_iter().zip(verdicts) {
+            let outcome = outcome_of(batch, &vs);
+            self.metrics.count("accepted", outcome.accepted);
+            self.metrics.count("duplicate", outcome.duplicates);
+            self.metrics.count("conflict", outcome.conflicts);
+            self.metrics.count("rejected", outcome.rejected);
+            let _ = reply.send(Ok(outcome));
+        }
+        if now.0 - self.last_prune.0 > PRUNE_INTERVAL_MS {
+            self.index
+                .prune_before(UnixMs(now.0 - self.config.acceptance_window_ms));
+            self.last_prune = now;
+        }
+    }
+
+    fn write_frame(
+        &mut self,
+        frame: &FrameBuilder,
+        first_seq: u64,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let bytes = frame.insert(&tx, first_seq, now)?;
+        tx.commit()?;
+        self.metrics.frame_bytes.inc_by(bytes as u64);
+        Ok(())
+    }
+
+    fn apply_to_rollups(
+        &self,
+        group: &[(PreparedBatch, Reply<BatchOutcome>)],
+        verdicts: &[Vec<Verdict>],
+        first_seq: u64,
+    ) {
+        let rollups: Vec<SharedRollup> = self.rollups.read().values().cloned().collect();
+        for rollup in rollups {
+            let mut rollup = rollup.write();
+            let mut seq = first_seq;
+            for ((batch, _), vs) in group.iter().zip(verdicts) {
+                for (ev, v) in batch.events.iter().zip(vs) {
+                    if *v == Verdict::Accepted {
+                        rollup.apply(&ev.event, seq);
+                        seq += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn put_meter(&mut self, meter: Meter) -> Result<bool, StoreError> {
+        let slug = meter.slug.clone();
+        let mut built = [Rollup::new(meter)];
+        replay(&self.conn, None, &mut built)?;
+        let [rollup] = built;
+        meters::upsert(&self.conn, rollup.meter(), self.clock.now())?;
+        let previous = self
+            .rollups
+            .write()
+            .insert(slug, Arc::new(RwLock::new(rollup)));
+        Ok(previous.is_none())
+    }
+}
+
+/// `rusqlite::Error` is not `Clone`; every batch of a failed group gets an equivalent error.
+fn clone_err(e: &StoreError) -> StoreError {
+    StoreError::Shared {
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+fn outcome_of(batch: PreparedBatch, verdicts: &[Verdict]) -> BatchOutcome {
+    let mut out = BatchOutcome {
+        rejected: batch.rejected.len(),
+        ..BatchOutcome::default()
+    };
+    out.errors = batch.rejected;
+    for (ev, v) in batch.events.into_iter().zip(verdicts) {
+        match v {
+            Verdict::Accepted => out.accepted += 1,
+            Verdict::Duplicate => {
+                out.duplicates += 1;
+                out.errors.push(ItemError {
+                    index: ev.index,
+                    id: Some(ev.event.id.to_string()),
+                    code: "duplicate",
+                    message: "already counted: same source and id, same payload".into(),
+                });
+            }
+            Verdict::Conflict => {
+                out.conflicts += 1;
+                out.errors.push(ItemError {
+                    index: ev.index,
+                    id: Some(ev.event.id.to_string()),
+                    code: "conflict",
+                    message: "source and id were already counted with a different payload; the first stays"
+                        .into(),
+                });
+            }
+        }
+    }
+    out.errors.sort_by_key(|e| e.index);
+    out
+}

@@ -1,0 +1,84 @@
+//! tollgate-store: where Tollgate keeps things, and the one writer that changes them.
+//!
+//! Owns: the data directory (one SQLite database in WAL mode, and a lock file so that one
+//! process writes at a time); raw events, stored as compressed frames, one frame per group
+//! commit; API keys; meter definitions; the [`engine::Engine`], whose single writer thread
+//! decides dedup verdicts, commits and fsyncs a group of batches, and only then updates the
+//! in-memory rollups and answers. Does not own: HTTP, the CLI, or domain rules (`tollgate-core`).
+//!
+//! Invariants: an ingest answer is sent only after its frame is committed with
+//! `synchronous=FULL` (fsync); rollups and the dedup index are rebuilt at open from the stored
+//! frames, so they always equal a recomputation from raw events.
+
+pub mod engine;
+mod error;
+mod frames;
+pub mod keys;
+mod meters;
+pub mod metrics;
+mod schema;
+
+pub use self::engine::{BatchOutcome, Engine, EngineConfig, ItemError, PreparedBatch};
+pub use self::error::StoreError;
+pub use self::keys::{ApiKey, KeyStore, NewKey, Scope};
+pub use self::metrics::Metrics;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "tollgate.db";
+/// File name of the writer lock inside the data directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Opens (creating if needed) the SQLite database of a data directory, with the pragmas every
+/// connection uses.
+pub(crate) fn open_db(dir: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let path = dir.join(DB_FILE);
+    let conn = rusqlite::Connection::open(&path).map_err(|e| StoreError::open(&path, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| StoreError::open(&path, e))?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+        .map_err(|e| StoreError::open(&path, e))?;
+    schema::migrate(&conn).map_err(|e| StoreError::open(&path, e))?;
+    Ok(conn)
+}
+
+/// Creates the data directory if needed and checks it is a writable directory.
+pub(crate) fn prepare_dir(dir: &Path) -> Result<PathBuf, StoreError> {
+    fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+        path: dir.to_owned(),
+        source: e,
+    })?;
+    let meta = fs::metadata(dir).map_err(|e| StoreError::Io {
+        path: dir.to_owned(),
+        source: e,
+    })?;
+    if meta.permissions().readonly() {
+        return Err(StoreError::ReadOnly {
+            path: dir.to_owned(),
+        });
+    }
+    Ok(dir.to_owned())
+}
+
+/// Takes the exclusive writer lock of a data directory, held until the file is dropped.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: dir.to_owned(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(StoreError::Io { path, source: e }),
+    }
+}

@@ -1,0 +1,405 @@
+//! `tollgate import`: a file of events through the same validation, dedup and commit path as
+//! `POST /v1/events`.
+//!
+//! The file is read in chunks of whole lines; each chunk is prepared (parsed, validated) on this
+//! thread while the writer commits the previous ones, with a bounded number of chunks in
+//! flight. Formats: CloudEvents NDJSON, and the flattened CSV layout of the benchmark data
+//! (first columns `specversion,id,source,type,subject,time`, every further column goes into
+//! `data`; values that are plain integers become JSON numbers, except in columns whose name ends
+//! in `_id`, which stay strings).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::oneshot;
+use tollgate_core::event::EventError;
+use tollgate_core::event::batch::ndjson_spans;
+use tollgate_store::engine::PreparedBatch;
+use tollgate_store::{BatchOutcome, Engine, ItemError, StoreError};
+
+use crate::cli::StoreArgs;
+
+/// Bytes read per chunk (whole lines; a chunk grows to hold a longer line).
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Chunks prepared but not yet answered by the writer.
+const CHUNKS_IN_FLIGHT_MAX: usize = 8;
+/// Errors listed in the summary; the rest are counted.
+const ERRORS_SHOWN_MAX: usize = 20;
+/// CSV rows per chunk.
+const CSV_ROWS_PER_CHUNK: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// One CloudEvent (JSON) per line.
+    Ndjson,
+    /// The flattened CSV layout (header line first).
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Input format.
+    #[arg(long, value_enum, default_value = "ndjson")]
+    pub format: Format,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// The file to import.
+    pub file: PathBuf,
+}
+
+type Pending = oneshot::Receiver<Result<BatchOutcome, StoreError>>;
+
+/// Running totals and the first errors.
+#[derive(Default)]
+struct Tally {
+    outcome: BatchOutcome,
+    errors_total: usize,
+}
+
+impl Tally {
+    fn add(&mut self, first_line: usize, o: BatchOutcome) {
+        self.outcome.accepted += o.accepted;
+        self.outcome.duplicates += o.duplicates;
+        self.outcome.conflicts += o.conflicts;
+        self.outcome.rejected += o.rejected;
+        for e in o.errors {
+            if e.code == "duplicate" {
+                continue;
+            }
+            self.errors_total += 1;
+            if self.outcome.errors.len() < ERRORS_SHOWN_MAX {
+                self.outcome.errors.push(ItemError {
+                    index: first_line + e.index,
+                    ..e
+                });
+            }
+        }
+    }
+
+    fn events(&self) -> usize {
+        let o = &self.outcome;
+        o.accepted + o.duplicates + o.conflicts + o.rejected
+    }
+}
+
+struct Importer<'a> {
+    engine: &'a Engine,
+    in_flight: VecDeque<(usize, Pending)>,
+    tally: Tally,
+    bar: ProgressBar,
+    started: Instant,
+}
+
+impl Importer<'_> {
+    fn submit(&mut self, first_line: usize, batch: PreparedBatch) -> anyhow::Result<()> {
+        while self.in_flight.len() >= CHUNKS_IN_FLIGHT_MAX {
+            self.collect_one()?;
+        }
+        let rx = self.engine.submit(batch)?;
+        self.in_flight.push_back((first_line, rx));
+        Ok(())
+    }
+
+    fn collect_one(&mut self) -> anyhow::Result<()> {
+        let Some((first_line, rx)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let outcome = rx
+            .blocking_recv()
+            .map_err(|_| StoreError::WriterStopped)??;
+        self.tally.add(first_line, outcome);
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let o = &self.tally.outcome;
+        self.bar.set_message(format!(
+            "{:.0} events/s  accepted {}  duplicates {}  conflicts {}  rejected {}",
+            self.tally.events() as f64 / secs,
+            o.accepted,
+            o.duplicates,
+            o.conflicts,
+            o.rejected
+        ));
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<Tally> {
+        while !self.in_flight.is_empty() {
+            self.collect_one()?;
+        }
+        self.bar.finish_and_clear();
+        Ok(self.tally)
+    }
+}
+
+pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let file =
+        File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let engine = args.store.open_engine()?;
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(size);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {elapsed} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    let started = Instant::now();
+    let mut importer = Importer {
+        engine: &engine,
+        in_flight: VecDeque::new(),
+        tally: Tally::default(),
+        bar,
+        started,
+    };
+    match args.format {
+        Format::Ndjson => import_ndjson(&mut importer, file)?,
+        Format::Csv => import_csv(&mut importer, file)?,
+    }
+    let tally = importer.finish()?;
+    engine.close();
+    let secs = started.elapsed().as_secs_f64();
+    let o = &tally.outcome;
+    println!(
+        "imported {}: {} events in {:.2} s ({:.0} events/s)",
+        args.file.display(),
+        tally.events(),
+        secs,
+        tally.events() as f64 / secs.max(1e-9)
+    );
+    println!(
+        "  accepted {}, duplicates {}, conflicts {}, rejected {}",
+        o.accepted, o.duplicates, o.conflicts, o.rejected
+    );
+    for e in &o.errors {
+        println!(
+            "  line {}: {}: {}{}",
+            e.index + 1,
+            e.code,
+            e.message,
+            e.id.as_ref()
+                .map(|id| format!(" (id {id})"))
+                .unwrap_or_default()
+        );
+    }
+    if tally.errors_total > o.errors.len() {
+        println!("  ... and {} more", tally.errors_total - o.errors.len());
+    }
+    Ok(if o.rejected + o.conflicts > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn import_ndjson(importer: &mut Importer<'_>, file: File) -> anyhow::Result<()> {
+    let mut reader = BufReader::with_capacity(CHUNK_BYTES, file);
+    let mut carry: Vec<u8> = Vec::new();
+    let mut first_line = 0usize;
+    loop {
+        let mut buf = std::mem::take(&mut carry);
+        let before = buf.len();
+        buf.resize(before + CHUNK_BYTES, 0);
+        let n = read_full(&mut reader, &mut buf[before..])?;
+        buf.truncate(before + n);
+        let at_end = n == 0;
+        if buf.is_empty() {
+            break;
+        }
+        // Cut after the last newline; the rest waits for the next chunk.
+        let cut = if at_end {
+            buf.len()
+        } else {
+            match buf.iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None => {
+                    carry = buf;
+                    continue;
+                }
+            }
+        };
+        carry = buf.split_off(cut);
+        importer.bar.inc(buf.len() as u64);
+        let lines = buf.iter().filter(|b| **b == b'\n').count();
+        let batch = match String::from_utf8(buf) {
+            Ok(text) => {
+                let spans = ndjson_spans(&text);
+                importer.engine.prepare(text, spans)
+            }
+            Err(e) => {
+                // Keep the valid lines; name each line that is not UTF-8.
+                let bytes = e.into_bytes();
+                let mut text = String::with_capacity(bytes.len());
+                let mut bad = Vec::new();
+                for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                    match std::str::from_utf8(line) {
+                        Ok(s) => text.push_str(s),
+                        Err(_) => bad.push(i),
+                    }
+                    text.push('\n');
+                }
+                let spans = ndjson_spans(&text);
+                let mut batch = importer.engine.prepare(text, spans);
+                for i in bad {
+                    batch.reject(
+                        i,
+                        &EventError::Malformed {
+                            message: "line is not UTF-8".into(),
+                        },
+                    );
+                }
+                batch
+            }
+        };
+        importer.submit(first_line, batch)?;
+        first_line += lines;
+        if at_end {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Columns every CSV file must start with, in order.
+const CSV_ATTRIBUTES: [&str; 6] = ["specversion", "id", "source", "type", "subject", "time"];
+
+fn import_csv(importer: &mut Importer<'_>, file: File) -> anyhow::Result<()> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(BufReader::new(file));
+    let headers = reader.headers().context("reading the CSV header")?.clone();
+    if headers.len() < CSV_ATTRIBUTES.len()
+        || headers
+            .iter()
+            .zip(CSV_ATTRIBUTES)
+            .any(|(h, want)| h != want)
+    {
+        bail!(
+            "the CSV header must start with {}",
+            CSV_ATTRIBUTES.join(",")
+        );
+    }
+    let data_columns: Vec<(String, bool)> = headers
+        .iter()
+        .skip(CSV_ATTRIBUTES.len())
+        .map(|h| (h.to_owned(), !h.ends_with("_id")))
+        .collect();
+    let mut body = String::new();
+    let mut bad: Vec<(usize, String)> = Vec::new();
+    let mut rows_in_chunk = 0usize;
+    let mut first_line = 1usize; // line 0 is the header
+    let mut record = csv::StringRecord::new();
+    loop {
+        let more = match reader.read_record(&mut record) {
+            Ok(more) => more,
+            Err(e) => {
+                bad.push((rows_in_chunk, e.to_string()));
+                body.push('\n');
+                rows_in_chunk += 1;
+                true
+            }
+        };
+        if more && record.len() > 0 {
+            if let Some(pos) = record.position() {
+                importer.bar.set_position(pos.byte());
+            }
+            match csv_event(&record, &data_columns) {
+                Ok(json) => body.push_str(&json),
+                Err(message) => bad.push((rows_in_chunk, message)),
+            }
+            body.push('\n');
+            rows_in_chunk += 1;
+        }
+        if rows_in_chunk >= CSV_ROWS_PER_CHUNK || (!more && rows_in_chunk > 0) {
+            let text = std::mem::take(&mut body);
+            let spans = ndjson_spans(&text);
+            let mut batch = importer.engine.prepare(text, spans);
+            for (i, message) in bad.drain(..) {
+                batch.reject(i, &EventError::Malformed { message });
+            }
+            importer.submit(first_line, batch)?;
+            first_line += rows_in_chunk;
+            rows_in_chunk = 0;
+        }
+        if !more {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One CSV row as CloudEvent JSON text.
+fn csv_event(
+    record: &csv::StringRecord,
+    data_columns: &[(String, bool)],
+) -> Result<String, String> {
+    if record.len() != CSV_ATTRIBUTES.len() + data_columns.len() {
+        return Err(format!(
+            "row has {} fields, the header {}",
+            record.len(),
+            CSV_ATTRIBUTES.len() + data_columns.len()
+        ));
+    }
+    let mut event = serde_json::Map::new();
+    for (name, value) in CSV_ATTRIBUTES.iter().zip(record.iter()) {
+        if !value.is_empty() {
+            event.insert(
+                (*name).to_owned(),
+                serde_json::Value::String(value.to_owned()),
+            );
+        }
+    }
+    let mut data = serde_json::Map::new();
+    for ((name, numeric), value) in data_columns
+        .iter()
+        .zip(record.iter().skip(CSV_ATTRIBUTES.len()))
+    {
+        if value.is_empty() {
+            continue;
+        }
+        let json = if *numeric && is_plain_integer(value) {
+            serde_json::Value::Number(
+                value
+                    .parse()
+                    .map_err(|_| format!("column {name}: bad number"))?,
+            )
+        } else {
+            serde_json::Value::String(value.to_owned())
+        };
+        data.insert(name.clone(), json);
+    }
+    event.insert("data".into(), serde_json::Value::Object(data));
+    serde_json::to_string(&event).map_err(|e| e.to_string())
+}
+
+/// `0`, `-12`, `4096`: digits without leading zeros, so the text survives as a number.
+fn is_plain_integer(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+}

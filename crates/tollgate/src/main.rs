@@ -1,0 +1,33 @@
+//! The `tollgate` binary: configuration, CLI, wiring and shutdown.
+//!
+//! Every command that opens a store takes `--data-dir` (default `./tollgate-data`). Exit codes:
+//! 0 success; 1 failure (bad input, storage error); 3 `import` finished but some events were
+//! rejected or conflicted (all others are stored).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod cli;
+mod config;
+mod demo;
+mod import;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
