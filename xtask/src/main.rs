@@ -1,1 +1,147 @@
-fn main() {}
+//! Project tasks: `cargo xtask ci` (the whole test suite, installing what it needs) and
+//! `cargo xtask openapi` (regenerates docs/openapi.json).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+/// numpy version the benchmark generator is pinned to (shared/bench/README.md).
+const NUMPY_VERSION: &str = "2.4.6";
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Tollgate project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run everything CI runs: fmt, clippy, the whole test suite. Installs what it needs.
+    Ci,
+    /// Regenerate docs/openapi.json from the code.
+    Openapi,
+    /// Create the Python venv the tests use (target/venv, numpy for the data generator).
+    Venv,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root)?;
+    match cli.command {
+        Task::Ci => ci(&root),
+        Task::Openapi => openapi(&root),
+        Task::Venv => venv(&root).map(|_| ()),
+    }
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask lives one level below the root")
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Makes target/venv with numpy, installing Debian's python3-venv if `venv` is missing.
+fn venv(root: &Path) -> anyhow::Result<PathBuf> {
+    let dir = root.join("target/venv");
+    let python = dir.join("bin/python");
+    let numpy_ok = |p: &Path| {
+        succeeds(Command::new(p).args([
+            "-c",
+            &format!("import numpy; assert numpy.__version__ == '{NUMPY_VERSION}'"),
+        ]))
+    };
+    if python.exists() && numpy_ok(&python) {
+        return Ok(python);
+    }
+    if !succeeds(Command::new("python3").args(["-m", "venv", "--help"])) {
+        run(Command::new("apt-get").arg("update"))?;
+        run(Command::new("apt-get").args(["install", "-y", "python3", "python3-venv"]))?;
+    }
+    run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        &format!("numpy=={NUMPY_VERSION}"),
+    ]))?;
+    if !numpy_ok(&python) {
+        bail!(
+            "numpy {NUMPY_VERSION} did not install into {}",
+            dir.display()
+        );
+    }
+    Ok(python)
+}
+
+fn ci(root: &Path) -> anyhow::Result<()> {
+    let python = venv(root)?;
+    let shared = root.join("../shared/bench/gen_events.py");
+    if !shared.exists() {
+        bail!(
+            "{} is missing: the tests need shared/ beside the repository",
+            shared.display()
+        );
+    }
+    run(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
+    run(Command::new("cargo").args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let nextest = succeeds(Command::new("cargo").args(["nextest", "--version"]));
+    let mut test = Command::new("cargo");
+    if nextest {
+        test.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        eprintln!("cargo-nextest not found; using cargo test");
+        test.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    test.env("TOLLGATE_PYTHON", &python);
+    run(&mut test)?;
+    println!("ci: all checks passed");
+    Ok(())
+}
+
+fn openapi(root: &Path) -> anyhow::Result<()> {
+    let out = Command::new("cargo")
+        .args(["run", "--quiet", "-p", "tollgate", "--", "openapi"])
+        .output()
+        .context("running tollgate openapi")?;
+    if !out.status.success() {
+        bail!(
+            "tollgate openapi failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let path = root.join("docs/openapi.json");
+    std::fs::write(&path, &out.stdout)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}

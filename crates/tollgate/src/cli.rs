@@ -93,6 +93,8 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +212,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Usage(args) => usage(args),
         Command::Meters { command } => meters(command),
         Command::Keys { command } => keys(command),
+        Command::Openapi => {
+            print!("{}", tollgate_api::openapi::document_json());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

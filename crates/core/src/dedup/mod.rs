@@ -111,7 +111,7 @@ fn hash_value(h: &mut Xxh3, v: &Value) {
         Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
         Value::Number(n) => {
             h.update(b"#");
-            hash_str(h, &n.to_string());
+            hash_str(h, n.as_str());
         }
         Value::String(s) => {
             h.update(b"s");
@@ -152,6 +152,10 @@ impl Hasher for IdentityHasher {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the low 64 bits of a uniform hash"
+    )]
     fn write_u128(&mut self, n: u128) {
         self.0 = n as u64;
     }

@@ -134,6 +134,22 @@ fn malformed_event_for_non_json_non_object_and_trailing_garbage() {
 }
 
 #[test]
+fn syntax_error_inside_an_attribute_value_is_malformed_not_invalid() {
+    // A broken value where a string attribute is expected is still broken JSON.
+    let cases = [
+        r#"{"specversion":"1.0","id": }"#,
+        r#"{"type": tru}"#,
+        r#"{"subject":"unterminated}"#,
+        r#"{"time": [1, }"#,
+        r#"{"id":"a" "source":"b"}"#,
+    ];
+    for raw in cases {
+        let err = Event::parse(raw, RECEIVED).expect_err(raw);
+        assert_eq!(err.code(), "malformed_event", "{raw:?} gave {err:?}");
+    }
+}
+
+#[test]
 fn invalid_attribute_for_non_string_required_attributes() {
     for name in [
         "specversion",

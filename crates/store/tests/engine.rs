@@ -1,0 +1,278 @@
+//! The engine against its invariants: exactly once across restarts, rollups equal a
+//! recomputation from raw events, one writer per data directory, corrupt data refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use tollgate_core::event::batch::ndjson_spans;
+use tollgate_core::meter::{Meter, MeterSlug, MeterSpec};
+use tollgate_core::time::{FixedClock, UnixMs};
+use tollgate_core::usage::{UsageQuery, WindowSize};
+use tollgate_store::{BatchOutcome, Engine, EngineConfig, Metrics, StoreError};
+
+/// 2026-11-20T00:00:00Z
+const NOW: UnixMs = UnixMs(1_795_132_800_000);
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-store-{name}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    t ^ N
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn open(dir: &TempDir) -> Engine {
+    Engine::open(
+        &dir.0,
+        EngineConfig::default(),
+        Arc::new(FixedClock(NOW)),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap()
+}
+
+fn event(id: u32, subject: &str, minutes_ago: i64, bytes: u64) -> String {
+    let time = UnixMs(NOW.0 - minutes_ago * 60_000).to_rfc3339();
+    format!(
+        r#"{{"specversion":"1.0","id":"e{id}","source":"/test","type":"proxy.request","subject":"{subject}","time":"{time}","data":{{"bytes":{bytes},"session_id":"s{}"}}}}"#,
+        id % 7
+    )
+}
+
+fn ingest(engine: &Engine, lines: &[String]) -> BatchOutcome {
+    let body = lines.join("\n");
+    let spans = ndjson_spans(&body);
+    engine.ingest_blocking(engine.prepare(body, spans)).unwrap()
+}
+
+fn sum_meter(slug: &str) -> Meter {
+    let spec: MeterSpec =
+        serde_json::from_str(r#"{"aggregation":"sum","value_path":"$.data.bytes"}"#).unwrap();
+    Meter::new(MeterSlug::parse(slug).unwrap(), spec).unwrap()
+}
+
+fn unique_meter(slug: &str) -> Meter {
+    let spec: MeterSpec =
+        serde_json::from_str(r#"{"aggregation":"unique_count","value_path":"$.data.session_id"}"#)
+            .unwrap();
+    Meter::new(MeterSlug::parse(slug).unwrap(), spec).unwrap()
+}
+
+fn usage(engine: &Engine, slug: &str, window: Option<WindowSize>) -> Vec<(String, i64, String)> {
+    let q = UsageQuery {
+        subject: None,
+        from: UnixMs(NOW.0 - 30 * 86_400_000),
+        to: UnixMs(NOW.0 + 60_000),
+        window,
+        time_zone: jiff::tz::TimeZone::UTC,
+        group_by: vec![],
+    };
+    engine
+        .usage(&MeterSlug::parse(slug).unwrap(), &q)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.subject, r.window_start.0, r.value.to_string()))
+        .collect()
+}
+
+#[test]
+fn exactly_once_across_restart() {
+    let dir = TempDir::new("restart");
+    let lines: Vec<String> = (0..100)
+        .map(|i| event(i, &format!("c{}", i % 3), i64::from(i), 1 << 40))
+        .collect();
+    let engine = open(&dir);
+    engine.put_meter_blocking(sum_meter("bytes")).unwrap();
+    let first = ingest(&engine, &lines);
+    assert_eq!((first.accepted, first.duplicates), (100, 0));
+    let before = usage(&engine, "bytes", Some(WindowSize::Hour));
+    let again = ingest(&engine, &lines);
+    assert_eq!((again.accepted, again.duplicates), (0, 100));
+    assert_eq!(usage(&engine, "bytes", Some(WindowSize::Hour)), before);
+    engine.close();
+
+    let engine = open(&dir);
+    assert_eq!(
+        usage(&engine, "bytes", Some(WindowSize::Hour)),
+        before,
+        "rebuilt from raw events"
+    );
+    let after_restart = ingest(&engine, &lines);
+    assert_eq!((after_restart.accepted, after_restart.duplicates), (0, 100));
+    let mut changed = lines[5].clone();
+    changed = changed.replace("\"bytes\":1099511627776", "\"bytes\":1");
+    let conflict = ingest(&engine, &[changed]);
+    assert_eq!(conflict.conflicts, 1);
+    assert_eq!(conflict.errors[0].code, "conflict");
+    assert_eq!(
+        usage(&engine, "bytes", Some(WindowSize::Hour)),
+        before,
+        "the first stays"
+    );
+    // Totals above 2^53 stay exact.
+    let total: u128 = usage(&engine, "bytes", None)
+        .iter()
+        .map(|r| r.2.parse::<u128>().unwrap())
+        .sum();
+    assert_eq!(total, 100 * (1u128 << 40));
+}
+
+#[test]
+fn a_meter_defined_later_equals_one_defined_before() {
+    let dir = TempDir::new("backfill");
+    let engine = open(&dir);
+    engine.put_meter_blocking(sum_meter("early")).unwrap();
+    engine
+        .put_meter_blocking(unique_meter("early-sessions"))
+        .unwrap();
+    let lines: Vec<String> = (0..300)
+        .map(|i| event(i, &format!("c{}", i % 5), i64::from(i) * 7, u64::from(i)))
+        .collect();
+    ingest(&engine, &lines[..150]);
+    engine.put_meter_blocking(sum_meter("late")).unwrap();
+    engine
+        .put_meter_blocking(unique_meter("late-sessions"))
+        .unwrap();
+    ingest(&engine, &lines[150..]);
+    for w in [None, Some(WindowSize::Minute), Some(WindowSize::Day)] {
+        assert_eq!(usage(&engine, "early", w), usage(&engine, "late", w));
+        assert_eq!(
+            usage(&engine, "early-sessions", w),
+            usage(&engine, "late-sessions", w)
+        );
+    }
+    assert!(
+        engine
+            .delete_meter_blocking(MeterSlug::parse("late").unwrap())
+            .unwrap()
+    );
+    assert!(
+        !engine
+            .delete_meter_blocking(MeterSlug::parse("late").unwrap())
+            .unwrap()
+    );
+}
+
+#[test]
+fn one_writer_per_data_dir() {
+    let dir = TempDir::new("lock");
+    let engine = open(&dir);
+    let second = Engine::open(
+        &dir.0,
+        EngineConfig::default(),
+        Arc::new(FixedClock(NOW)),
+        Arc::new(Metrics::new()),
+    );
+    assert!(matches!(second, Err(StoreError::Locked { .. })));
+    engine.close();
+    let third = Engine::open(
+        &dir.0,
+        EngineConfig::default(),
+        Arc::new(FixedClock(NOW)),
+        Arc::new(Metrics::new()),
+    );
+    assert!(third.is_ok(), "the lock is released on close");
+}
+
+#[test]
+fn a_damaged_frame_is_refused_at_open() {
+    let dir = TempDir::new("corrupt");
+    let engine = open(&dir);
+    engine.put_meter_blocking(sum_meter("bytes")).unwrap();
+    ingest(&engine, &[event(1, "c", 1, 5)]);
+    engine.close();
+    let conn = rusqlite::Connection::open(dir.0.join(tollgate_store::DB_FILE)).unwrap();
+    conn.execute("UPDATE event_frames SET events = x'0500000001'", [])
+        .unwrap();
+    drop(conn);
+    let reopened = Engine::open(
+        &dir.0,
+        EngineConfig::default(),
+        Arc::new(FixedClock(NOW)),
+        Arc::new(Metrics::new()),
+    );
+    match reopened {
+        Err(e) => assert_eq!(e.code(), "storage_corrupt", "{e}"),
+        Ok(_) => panic!("a damaged frame must not open silently"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Any split of a stream into batches, with any batch re-sent, gives the usage of the
+    /// distinct events, and the same after a restart.
+    #[test]
+    fn splits_and_resends_change_nothing(
+        events in prop::collection::vec((0u32..60, 0usize..4, 0i64..5000, 0u64..1_000_000), 1..120),
+        cuts in prop::collection::vec(1usize..20, 1..10),
+        resend in prop::collection::vec(any::<bool>(), 10),
+    ) {
+        let dir = TempDir::new("prop");
+        let engine = open(&dir);
+        engine.put_meter_blocking(sum_meter("bytes")).unwrap();
+        // The first occurrence of an id wins; later ones with other payloads are conflicts.
+        let mut seen = std::collections::HashMap::new();
+        let lines: Vec<String> = events
+            .iter()
+            .map(|(id, c, m, b)| {
+                seen.entry(*id).or_insert((*c, *m, *b));
+                event(*id, &format!("c{c}"), *m, *b)
+            })
+            .collect();
+        let mut expected = std::collections::BTreeMap::<String, u128>::new();
+        for (c, _, b) in seen.values() {
+            *expected.entry(format!("c{c}")).or_default() += u128::from(*b);
+        }
+        let mut at = 0usize;
+        let mut k = 0usize;
+        while at < lines.len() {
+            let n = cuts[k % cuts.len()].min(lines.len() - at);
+            ingest(&engine, &lines[at..at + n]);
+            if resend[k % resend.len()] {
+                let o = ingest(&engine, &lines[at..at + n]);
+                prop_assert_eq!(o.accepted, 0);
+            }
+            at += n;
+            k += 1;
+        }
+        let got: std::collections::BTreeMap<String, u128> = usage(&engine, "bytes", None)
+            .into_iter()
+            .map(|(s, _, v)| (s, v.parse().unwrap()))
+            .collect();
+        prop_assert_eq!(&got, &expected);
+        engine.close();
+        let engine = open(&dir);
+        let again: std::collections::BTreeMap<String, u128> = usage(&engine, "bytes", None)
+            .into_iter()
+            .map(|(s, _, v)| (s, v.parse().unwrap()))
+            .collect();
+        prop_assert_eq!(again, got);
+    }
+}
