@@ -177,7 +177,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Command {
     Ingest(PreparedBatch, Reply<BatchOutcome>),
-    PutMeter(Meter, Reply<bool>),
+    PutMeter(Box<Meter>, Reply<bool>),
     DeleteMeter(MeterSlug, Reply<bool>),
 }
 
@@ -381,7 +381,7 @@ impl Engine {
         }
         let (reply, rx) = oneshot::channel();
         self.sender()?
-            .send(Command::PutMeter(meter, reply))
+            .send(Command::PutMeter(Box::new(meter), reply))
             .map_err(|_| StoreError::WriterStopped)?;
         Ok(rx
             .blocking_recv()
@@ -546,7 +546,7 @@ impl Writer {
                     self.commit_group(group);
                 }
                 Command::PutMeter(meter, reply) => {
-                    let _ = reply.send(self.put_meter(meter));
+                    let _ = reply.send(self.put_meter(*meter));
                 }
                 Command::DeleteMeter(slug, reply) => {
                     let result = meters::delete(&self.conn, &slug);

@@ -1,6 +1,10 @@
 //! The engine against its invariants: exactly once across restarts, rollups equal a
 //! recomputation from raw events, one writer per data directory, corrupt data refused.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 use std::path::PathBuf;
 use std::sync::Arc;

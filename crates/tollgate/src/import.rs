@@ -7,6 +7,10 @@
 //! (first columns `specversion,id,source,type,subject,time`, every further column goes into
 //! `data`; values that are plain integers become JSON numbers, except in columns whose name ends
 //! in `_id`, which stay strings).
+#![allow(
+    clippy::float_arithmetic,
+    reason = "events per second for people, never near usage"
+)]
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -323,7 +327,7 @@ fn import_csv(importer: &mut Importer<'_>, file: File) -> anyhow::Result<()> {
                 true
             }
         };
-        if more && record.len() > 0 {
+        if more && !record.is_empty() {
             if let Some(pos) = record.position() {
                 importer.bar.set_position(pos.byte());
             }

@@ -145,6 +145,9 @@ fn events_too_many_events() {
     assert_eq!(errors[0]["code"], "missing_attribute");
 }
 
+/// (method, path, content type, body, scope needed)
+type Endpoint<'a> = (&'a str, String, Option<&'a str>, Option<String>, &'a str);
+
 #[test]
 fn scopes_are_enforced_on_every_endpoint() {
     let dir = TestDir::new("scopes");
@@ -155,10 +158,9 @@ fn scopes_are_enforced_on_every_endpoint() {
     let t = now_ms() - HOUR_MS;
     let events = ndjson(&[event("s-1", "cus_a", t, json!({"bytes": 5}))]);
 
-    // (method, path, content type, body, scope needed)
     let key_body = json!({"scopes": ["read"]}).to_string();
     let meter_body = sum_meter().to_string();
-    let endpoints: Vec<(&str, String, Option<&str>, Option<String>, &str)> = vec![
+    let endpoints: Vec<Endpoint<'_>> = vec![
         (
             "POST",
             "/v1/events".into(),
@@ -200,7 +202,7 @@ fn scopes_are_enforced_on_every_endpoint() {
             ("admin", &ADMIN_KEY.to_owned()),
         ] {
             let r = server.request(method, path, Some(key), *ct, body.clone().map(Into::into));
-            let allowed = name == "admin" || name == needed;
+            let allowed = name == "admin" || name == *needed;
             if allowed {
                 assert!(
                     r.status != 401 && r.status != 403,

@@ -252,7 +252,7 @@ fn berlin_days_across_daylight_saving_changes() {
     ];
     // Autumn: on Sunday 2026-10-25 Berlin goes back from 03:00 CEST to 02:00 CET (01:00 UTC);
     // the local day is 25 hours, 2026-10-24T22:00Z .. 2026-10-25T23:00Z.
-    let autumn = vec![
+    let autumn = [
         at("a1", utc_ms(2026, 10, 24, 21, 59, 0), 1), // 23:59 CEST, Oct 24
         at("a2", utc_ms(2026, 10, 24, 22, 0, 0), 10), // 00:00 CEST, Oct 25
         at("a3", utc_ms(2026, 10, 25, 0, 30, 0), 100), // 02:30 CEST (first)

@@ -132,23 +132,70 @@ impl Event {
     }
 
     /// The value at an attribute of the event by its CloudEvents name (`id`, `source`, `type`,
-    /// `subject`, `time`, `datacontenttype`, extensions). `data` is reached through [`Event::data`].
+    /// `subject`, `time`, `datacontenttype`, `data`, extensions).
     pub fn attribute(&self, name: &str) -> Option<AttributeRef<'_>> {
+        self.get(&AttributeName::parse(name))
+    }
+
+    /// The value at an attribute named in advance (the fast path of meters).
+    pub fn get(&self, name: &AttributeName) -> Option<AttributeRef<'_>> {
         match name {
-            "id" => Some(AttributeRef::Str(self.id.as_str())),
-            "source" => Some(AttributeRef::Str(self.source.as_str())),
-            "type" => Some(AttributeRef::Str(self.event_type.as_str())),
-            "subject" => Some(AttributeRef::Str(self.subject.as_str())),
-            "specversion" => Some(AttributeRef::Str("1.0")),
-            "time" => self.time_text.as_deref().map(AttributeRef::Str),
-            "datacontenttype" => self.datacontenttype.as_deref().map(AttributeRef::Str),
-            "data" => Some(AttributeRef::Json(&self.data)),
-            other => self
+            AttributeName::Id => Some(AttributeRef::Str(self.id.as_str())),
+            AttributeName::Source => Some(AttributeRef::Str(self.source.as_str())),
+            AttributeName::Type => Some(AttributeRef::Str(self.event_type.as_str())),
+            AttributeName::Subject => Some(AttributeRef::Str(self.subject.as_str())),
+            AttributeName::Specversion => Some(AttributeRef::Str("1.0")),
+            AttributeName::Time => self.time_text.as_deref().map(AttributeRef::Str),
+            AttributeName::Datacontenttype => {
+                self.datacontenttype.as_deref().map(AttributeRef::Str)
+            }
+            AttributeName::Data => Some(AttributeRef::Json(&self.data)),
+            AttributeName::Extension(other) => self
                 .extensions
                 .binary_search_by(|(k, _)| k.as_str().cmp(other))
                 .ok()
                 .and_then(|i| self.extensions.get(i))
                 .map(|(_, v)| AttributeRef::Json(v)),
+        }
+    }
+}
+
+/// An attribute name resolved once, so reading it per event needs no string comparison.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttributeName {
+    /// `id`.
+    Id,
+    /// `source`.
+    Source,
+    /// `type`.
+    Type,
+    /// `subject`.
+    Subject,
+    /// `specversion`.
+    Specversion,
+    /// `time` (as sent).
+    Time,
+    /// `datacontenttype`.
+    Datacontenttype,
+    /// `data`.
+    Data,
+    /// Any other attribute (an extension).
+    Extension(String),
+}
+
+impl AttributeName {
+    /// Resolves a CloudEvents attribute name.
+    pub fn parse(name: &str) -> AttributeName {
+        match name {
+            "id" => AttributeName::Id,
+            "source" => AttributeName::Source,
+            "type" => AttributeName::Type,
+            "subject" => AttributeName::Subject,
+            "specversion" => AttributeName::Specversion,
+            "time" => AttributeName::Time,
+            "datacontenttype" => AttributeName::Datacontenttype,
+            "data" => AttributeName::Data,
+            other => AttributeName::Extension(other.to_owned()),
         }
     }
 }

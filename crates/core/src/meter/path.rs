@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use super::MeterError;
-use crate::event::{AttributeRef, Event};
+use crate::event::{AttributeName, AttributeRef, Event};
 use crate::limits::JSON_PATH_BYTES_MAX;
 
 /// A parsed singular path. The first segment names an event attribute (`data`, `subject`, an
@@ -16,7 +16,7 @@ use crate::limits::JSON_PATH_BYTES_MAX;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JsonPath {
     text: String,
-    attribute: String,
+    attribute: AttributeName,
     rest: Vec<Segment>,
 }
 
@@ -79,7 +79,7 @@ impl JsonPath {
         }
         let mut segments = segments.into_iter();
         let attribute = match segments.next() {
-            Some(Segment::Key(name)) => name,
+            Some(Segment::Key(name)) => AttributeName::parse(&name),
             Some(Segment::Index(_)) => {
                 return Err(err("the event root is an object, not an array"));
             }
@@ -99,7 +99,7 @@ impl JsonPath {
 
     /// The value at this path in the event, if present.
     pub fn resolve<'e>(&self, event: &'e Event) -> Option<AttributeRef<'e>> {
-        let root = event.attribute(&self.attribute)?;
+        let root = event.get(&self.attribute)?;
         if self.rest.is_empty() {
             return Some(root);
         }

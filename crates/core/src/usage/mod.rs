@@ -16,7 +16,9 @@ mod error;
 mod tests;
 mod window;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write as _;
 
 use jiff::tz::TimeZone;
@@ -138,80 +140,131 @@ impl Interner {
     }
 }
 
-/// One (subject, group)'s buckets in three tiers: UTC minutes, hours and days since the epoch.
+/// Upserts `state` at `key` in a vector sorted by key. Events arrive mostly in time order, so
+/// the common case is a merge into or a push after the last element.
+fn upsert<K: Ord + Copy>(buckets: &mut Vec<(K, AggState)>, key: K, state: &AggState) {
+    if let Some((last, existing)) = buckets.last_mut() {
+        if *last == key {
+            existing.merge(state);
+            return;
+        }
+        if *last < key {
+            buckets.push((key, state.clone()));
+            return;
+        }
+    } else {
+        buckets.push((key, state.clone()));
+        return;
+    }
+    match buckets.binary_search_by_key(&key, |(k, _)| *k) {
+        Ok(at) => buckets[at].1.merge(state),
+        Err(at) => buckets.insert(at, (key, state.clone())),
+    }
+}
+
+/// Merges the buckets with keys in `[s, e)` into `acc`.
+fn merge_sorted<K: Ord + Copy>(buckets: &[(K, AggState)], s: K, e: K, acc: &mut Option<AggState>) {
+    if s >= e {
+        return;
+    }
+    let start = buckets.partition_point(|(k, _)| *k < s);
+    for (k, state) in &buckets[start..] {
+        if *k >= e {
+            break;
+        }
+        merge_into(acc, state);
+    }
+}
+
+fn merge_into(acc: &mut Option<AggState>, state: &AggState) {
+    match acc {
+        Some(a) => a.merge(state),
+        None => *acc = Some(state.clone()),
+    }
+}
+
+/// One UTC day of a series: its total, and its hours and minutes (sorted, sparse).
+#[derive(Debug)]
+struct Day {
+    total: AggState,
+    hours: Vec<(u8, AggState)>,
+    minutes: Vec<(u16, AggState)>,
+}
+
+impl Day {
+    /// Folds minutes `[s, e)` of this day (0..=1440) into `acc`: whole hours from the hour
+    /// buckets, the ragged edges from the minute buckets.
+    fn fold(&self, s: i64, e: i64, acc: &mut Option<AggState>) {
+        if s <= 0 && e >= MINUTES_PER_DAY {
+            merge_into(acc, &self.total);
+            return;
+        }
+        let first_hour = (s + MINUTES_PER_HOUR - 1).div_euclid(MINUTES_PER_HOUR);
+        let last_hour = e.div_euclid(MINUTES_PER_HOUR);
+        let minute = |m: i64| u16::try_from(m.clamp(0, MINUTES_PER_DAY)).unwrap_or(u16::MAX);
+        if first_hour < last_hour {
+            merge_sorted(
+                &self.minutes,
+                minute(s),
+                minute(first_hour * MINUTES_PER_HOUR),
+                acc,
+            );
+            let hour = |h: i64| u8::try_from(h.clamp(0, 24)).unwrap_or(u8::MAX);
+            merge_sorted(&self.hours, hour(first_hour), hour(last_hour), acc);
+            merge_sorted(
+                &self.minutes,
+                minute(last_hour * MINUTES_PER_HOUR),
+                minute(e),
+                acc,
+            );
+        } else {
+            merge_sorted(&self.minutes, minute(s), minute(e), acc);
+        }
+    }
+}
+
+/// One (subject, group)'s usage by UTC day, each day with hour and minute buckets. Every level
+/// holds the same events, so a window may read whichever level aligns.
 #[derive(Default, Debug)]
 struct Series {
-    minutes: BTreeMap<i64, AggState>,
-    hours: BTreeMap<i64, AggState>,
-    days: BTreeMap<i64, AggState>,
+    days: BTreeMap<i64, Day>,
 }
 
 impl Series {
     fn add(&mut self, minute: i64, state: &AggState) {
-        let keys = [
-            (&mut self.minutes, minute),
-            (&mut self.hours, minute.div_euclid(MINUTES_PER_HOUR)),
-            (&mut self.days, minute.div_euclid(MINUTES_PER_DAY)),
-        ];
-        for (tier, key) in keys {
-            match tier.get_mut(&key) {
-                Some(existing) => existing.merge(state),
-                None => {
-                    tier.insert(key, state.clone());
-                }
+        let day = minute.div_euclid(MINUTES_PER_DAY);
+        let in_day = minute.rem_euclid(MINUTES_PER_DAY);
+        let hour = u8::try_from(in_day / MINUTES_PER_HOUR).unwrap_or(u8::MAX);
+        let in_day = u16::try_from(in_day).unwrap_or(u16::MAX);
+        match self.days.get_mut(&day) {
+            Some(d) => {
+                d.total.merge(state);
+                upsert(&mut d.hours, hour, state);
+                upsert(&mut d.minutes, in_day, state);
+            }
+            None => {
+                self.days.insert(
+                    day,
+                    Day {
+                        total: state.clone(),
+                        hours: vec![(hour, state.clone())],
+                        minutes: vec![(in_day, state.clone())],
+                    },
+                );
             }
         }
     }
 
-    /// Folds the minutes `[s, e)` into `acc`, reading the coarsest aligned tier.
+    /// Folds the minutes `[s, e)` into `acc`.
     fn fold(&self, s: i64, e: i64, acc: &mut Option<AggState>) {
-        fold_tier(&self.days, MINUTES_PER_DAY, s, e, acc, &mut |s, e, acc| {
-            fold_tier(
-                &self.hours,
-                MINUTES_PER_HOUR,
-                s,
-                e,
-                acc,
-                &mut |s, e, acc| {
-                    merge_range(&self.minutes, s, e, acc);
-                },
-            );
-        });
-    }
-}
-
-/// Reads the whole `unit`-buckets inside `[s, e)` from `tier` and hands the ragged edges to
-/// `finer`.
-fn fold_tier(
-    tier: &BTreeMap<i64, AggState>,
-    unit: i64,
-    s: i64,
-    e: i64,
-    acc: &mut Option<AggState>,
-    finer: &mut dyn FnMut(i64, i64, &mut Option<AggState>),
-) {
-    if s >= e {
-        return;
-    }
-    let first = s.div_euclid(unit) + i64::from(s.rem_euclid(unit) != 0);
-    let last = e.div_euclid(unit);
-    if first < last {
-        finer(s, first * unit, acc);
-        merge_range(tier, first, last, acc);
-        finer(last * unit, e, acc);
-    } else {
-        finer(s, e, acc);
-    }
-}
-
-fn merge_range(tier: &BTreeMap<i64, AggState>, s: i64, e: i64, acc: &mut Option<AggState>) {
-    if s >= e {
-        return;
-    }
-    for state in tier.range(s..e).map(|(_, v)| v) {
-        match acc {
-            Some(a) => a.merge(state),
-            None => *acc = Some(state.clone()),
+        if s >= e {
+            return;
+        }
+        let first_day = s.div_euclid(MINUTES_PER_DAY);
+        let last_day = (e - 1).div_euclid(MINUTES_PER_DAY);
+        for (d, day) in self.days.range(first_day..=last_day) {
+            let start = d * MINUTES_PER_DAY;
+            day.fold(s - start, e - start, acc);
         }
     }
 }
@@ -283,8 +336,8 @@ impl Rollup {
             subjects: Interner::default(),
             groups: Interner::default(),
             values: Interner::default(),
-            series: HashMap::new(),
-            groups_of_subject: HashMap::new(),
+            series: HashMap::default(),
+            groups_of_subject: HashMap::default(),
             stats: RollupStats::default(),
             key_buf: String::new(),
         }
