@@ -175,8 +175,36 @@ fn id_hint(text: &str) -> Option<String> {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// What the writer hands back for a batch: the outcome, and the batch itself so that its
+/// memory is freed (or reused) by the submitter's thread rather than the writer's.
+type Done = (BatchOutcome, PreparedBatch);
+
+/// A batch queued for the writer; resolves once it is durable.
+pub struct Pending {
+    rx: oneshot::Receiver<Result<Done, StoreError>>,
+}
+
+impl Pending {
+    /// Waits (async) for the outcome.
+    pub async fn outcome(self) -> Result<BatchOutcome, StoreError> {
+        let (outcome, _batch) = self.rx.await.map_err(|_| StoreError::WriterStopped)??;
+        Ok(outcome)
+    }
+
+    /// Waits (blocking) for the outcome and returns the batch's body buffer for reuse.
+    pub fn blocking_outcome(self) -> Result<(BatchOutcome, String), StoreError> {
+        let (outcome, batch) = self
+            .rx
+            .blocking_recv()
+            .map_err(|_| StoreError::WriterStopped)??;
+        let mut body = batch.body;
+        body.clear();
+        Ok((outcome, body))
+    }
+}
+
 enum Command {
-    Ingest(PreparedBatch, Reply<BatchOutcome>),
+    Ingest(PreparedBatch, Reply<Done>),
     PutMeter(Box<Meter>, Reply<bool>),
     DeleteMeter(MeterSlug, Reply<bool>),
 }
@@ -265,6 +293,9 @@ impl Engine {
         let (tx, rx) = crossbeam_channel::bounded(WRITER_QUEUE_BATCHES_MAX);
         let writer = Writer {
             conn,
+            apply: None,
+            frame: FrameBuilder::default(),
+            compressed: Vec::new(),
             index,
             next_seq,
             rollups: Arc::clone(&map),
@@ -328,29 +359,23 @@ impl Engine {
 
     /// Queues a batch, waiting for room in the queue. The receiver yields the outcome once the
     /// batch is durable.
-    pub fn submit(
-        &self,
-        batch: PreparedBatch,
-    ) -> Result<oneshot::Receiver<Result<BatchOutcome, StoreError>>, StoreError> {
+    pub fn submit(&self, batch: PreparedBatch) -> Result<Pending, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.sender()?
             .send(Command::Ingest(batch, reply))
             .map_err(|_| StoreError::WriterStopped)?;
         self.metrics.queue_depth.set(self.queue_len());
-        Ok(rx)
+        Ok(Pending { rx })
     }
 
     /// Queues a batch if there is room; `Err(Busy)` otherwise.
-    pub fn try_submit(
-        &self,
-        batch: PreparedBatch,
-    ) -> Result<oneshot::Receiver<Result<BatchOutcome, StoreError>>, SubmitError> {
+    pub fn try_submit(&self, batch: PreparedBatch) -> Result<Pending, SubmitError> {
         let (reply, rx) = oneshot::channel();
         let tx = self.sender().map_err(SubmitError::Store)?;
         match tx.try_send(Command::Ingest(batch, reply)) {
             Ok(()) => {
                 self.metrics.queue_depth.set(self.queue_len());
-                Ok(rx)
+                Ok(Pending { rx })
             }
             Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
             Err(TrySendError::Disconnected(_)) => {
@@ -367,9 +392,7 @@ impl Engine {
 
     /// Ingests a batch and waits until it is durable (blocking; for CLI and tests).
     pub fn ingest_blocking(&self, batch: PreparedBatch) -> Result<BatchOutcome, StoreError> {
-        self.submit(batch)?
-            .blocking_recv()
-            .map_err(|_| StoreError::WriterStopped)?
+        Ok(self.submit(batch)?.blocking_outcome()?.0)
     }
 
     /// Creates or replaces a meter; a new definition is backfilled from every stored event
@@ -501,8 +524,77 @@ fn replay(
     Ok(events)
 }
 
+/// Work for the apply thread: a committed group to fold into the rollups and answer, or a
+/// barrier the writer waits on before it changes meters.
+enum Applied {
+    Group {
+        group: Vec<(PreparedBatch, Reply<Done>)>,
+        verdicts: Vec<Vec<Verdict>>,
+        first_seq: u64,
+    },
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Committed groups waiting for the apply thread. Small: it only lets the writer commit the
+/// next group while the previous one is folded in.
+const APPLY_QUEUE_GROUPS_MAX: usize = 2;
+
+/// Folds committed groups into the rollups and answers their batches. Runs beside the writer
+/// so that committing group N+1 overlaps with folding group N; answers still wait for both,
+/// so a client that got its answer reads its own events.
+fn apply_loop(rx: Receiver<Applied>, rollups: RollupMap, metrics: Arc<Metrics>) {
+    for work in rx {
+        match work {
+            Applied::Barrier(done) => {
+                let _ = done.send(());
+            }
+            Applied::Group {
+                group,
+                verdicts,
+                first_seq,
+            } => {
+                apply_to_rollups(&rollups, &group, &verdicts, first_seq);
+                for ((batch, reply), vs) in group.into_iter().zip(verdicts) {
+                    let outcome = outcome_of(&batch, &vs);
+                    metrics.count("accepted", outcome.accepted);
+                    metrics.count("duplicate", outcome.duplicates);
+                    metrics.count("conflict", outcome.conflicts);
+                    metrics.count("rejected", outcome.rejected);
+                    let _ = reply.send(Ok((outcome, batch)));
+                }
+            }
+        }
+    }
+}
+
+fn apply_to_rollups(
+    rollups: &RollupMap,
+    group: &[(PreparedBatch, Reply<Done>)],
+    verdicts: &[Vec<Verdict>],
+    first_seq: u64,
+) {
+    let rollups: Vec<SharedRollup> = rollups.read().values().cloned().collect();
+    for rollup in rollups {
+        let mut rollup = rollup.write();
+        let mut seq = first_seq;
+        for ((batch, _), vs) in group.iter().zip(verdicts) {
+            for (ev, v) in batch.events.iter().zip(vs) {
+                if *v == Verdict::Accepted {
+                    rollup.apply(&ev.event, seq);
+                    seq += 1;
+                }
+            }
+        }
+    }
+}
+
 struct Writer {
     conn: Connection,
+    /// The apply thread's queue; `None` once shut down.
+    apply: Option<Sender<Applied>>,
+    /// Reused across group commits: the frame being built and its compressed form.
+    frame: FrameBuilder,
+    compressed: Vec<u8>,
     index: Index,
     next_seq: u64,
     rollups: RollupMap,
@@ -513,7 +605,38 @@ struct Writer {
 }
 
 impl Writer {
+    /// Waits until every committed group is folded into the rollups, so that a meter built
+    /// from the stored frames is not then folded into a second time.
+    fn drain_apply(&self) {
+        if let Some(apply) = &self.apply {
+            let (done, wait) = oneshot::channel();
+            if apply.send(Applied::Barrier(done)).is_ok() {
+                let _ = wait.blocking_recv();
+            }
+        }
+    }
+
     fn run(mut self, rx: Receiver<Command>) {
+        let (apply_tx, apply_rx) = crossbeam_channel::bounded(APPLY_QUEUE_GROUPS_MAX);
+        let rollups = Arc::clone(&self.rollups);
+        let metrics = Arc::clone(&self.metrics);
+        let applier = std::thread::Builder::new()
+            .name("tollgate-apply".into())
+            .spawn(move || apply_loop(apply_rx, rollups, metrics));
+        match applier {
+            Ok(handle) => {
+                self.apply = Some(apply_tx);
+                self.serve(&rx);
+                self.apply = None;
+                if handle.join().is_err() {
+                    tracing::error!("apply thread panicked");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start the apply thread"),
+        }
+    }
+
+    fn serve(&mut self, rx: &Receiver<Command>) {
         let mut pending: Option<Command> = None;
         loop {
             let command = match pending.take() {
@@ -546,9 +669,11 @@ impl Writer {
                     self.commit_group(group);
                 }
                 Command::PutMeter(meter, reply) => {
+                    self.drain_apply();
                     let _ = reply.send(self.put_meter(*meter));
                 }
                 Command::DeleteMeter(slug, reply) => {
+                    self.drain_apply();
                     let result = meters::delete(&self.conn, &slug);
                     if matches!(result, Ok(true)) {
                         self.rollups.write().remove(&slug);
@@ -559,10 +684,11 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, group: Vec<(PreparedBatch, Reply<BatchOutcome>)>) {
+    fn commit_group(&mut self, group: Vec<(PreparedBatch, Reply<Done>)>) {
         let started = Instant::now();
         let now = self.clock.now();
-        let mut frame = FrameBuilder::default();
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
         let mut verdicts: Vec<Vec<Verdict>> = Vec::with_capacity(group.len());
         for (batch, _) in &group {
             let mut vs = Vec::with_capacity(batch.events.len());
@@ -591,23 +717,24 @@ impl Writer {
             for (_, reply) in group {
                 let _ = reply.send(Err(clone_err(&e)));
             }
+            self.frame = frame;
             return;
         }
         self.next_seq += u64::from(frame.len());
+        self.frame = frame;
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.apply_to_rollups(&group, &verdicts, first_seq);
         self.metrics
             .dedup_identities
             .set(i64::try_from(self.index.len()).unwrap_or(i64::MAX));
-        for ((batch, reply), vs) in group.into_iter().zip(verdicts) {
-            let outcome = outcome_of(batch, &vs);
-            self.metrics.count("accepted", outcome.accepted);
-            self.metrics.count("duplicate", outcome.duplicates);
-            self.metrics.count("conflict", outcome.conflicts);
-            self.metrics.count("rejected", outcome.rejected);
-            let _ = reply.send(Ok(outcome));
+        if let Some(apply) = &self.apply {
+            // The apply thread only stops after the writer; a send cannot fail while it runs.
+            let _ = apply.send(Applied::Group {
+                group,
+                verdicts,
+                first_seq,
+            });
         }
         if now.0 - self.last_prune.0 > PRUNE_INTERVAL_MS {
             self.index
@@ -623,31 +750,10 @@ impl Writer {
         now: UnixMs,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        let bytes = frame.insert(&tx, first_seq, now)?;
+        let bytes = frame.insert(&tx, first_seq, now, &mut self.compressed)?;
         tx.commit()?;
         self.metrics.frame_bytes.inc_by(bytes as u64);
         Ok(())
-    }
-
-    fn apply_to_rollups(
-        &self,
-        group: &[(PreparedBatch, Reply<BatchOutcome>)],
-        verdicts: &[Vec<Verdict>],
-        first_seq: u64,
-    ) {
-        let rollups: Vec<SharedRollup> = self.rollups.read().values().cloned().collect();
-        for rollup in rollups {
-            let mut rollup = rollup.write();
-            let mut seq = first_seq;
-            for ((batch, _), vs) in group.iter().zip(verdicts) {
-                for (ev, v) in batch.events.iter().zip(vs) {
-                    if *v == Verdict::Accepted {
-                        rollup.apply(&ev.event, seq);
-                        seq += 1;
-                    }
-                }
-            }
-        }
     }
 
     fn put_meter(&mut self, meter: Meter) -> Result<bool, StoreError> {
@@ -672,13 +778,13 @@ fn clone_err(e: &StoreError) -> StoreError {
     }
 }
 
-fn outcome_of(batch: PreparedBatch, verdicts: &[Verdict]) -> BatchOutcome {
+fn outcome_of(batch: &PreparedBatch, verdicts: &[Verdict]) -> BatchOutcome {
     let mut out = BatchOutcome {
         rejected: batch.rejected.len(),
         ..BatchOutcome::default()
     };
-    out.errors = batch.rejected;
-    for (ev, v) in batch.events.into_iter().zip(verdicts) {
+    out.errors = batch.rejected.clone();
+    for (ev, v) in batch.events.iter().zip(verdicts) {
         match v {
             Verdict::Accepted => out.accepted += 1,
             Verdict::Duplicate => {

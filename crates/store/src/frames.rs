@@ -43,18 +43,38 @@ impl FrameBuilder {
         self.count += 1;
     }
 
+    /// Empties the builder, keeping its buffers.
+    pub(crate) fn clear(&mut self) {
+        self.keys.clear();
+        self.raw.clear();
+        self.count = 0;
+    }
+
     pub(crate) fn len(&self) -> u32 {
         self.count
     }
 
-    /// Inserts the frame (inside the caller's transaction). Returns the compressed size.
+    /// Inserts the frame (inside the caller's transaction), compressing into `buf`. Returns
+    /// the stored size.
     pub(crate) fn insert(
         &self,
         conn: &Connection,
         first_event_seq: u64,
         committed: UnixMs,
+        buf: &mut Vec<u8>,
     ) -> Result<usize, StoreError> {
-        let events = lz4_flex::compress_prepend_size(&self.raw);
+        // Same layout as `lz4_flex::compress_prepend_size`: u32 LE size, then the block.
+        let size = u32::try_from(self.raw.len()).unwrap_or_else(|_| panic!("frame over 4 GiB"));
+        buf.clear();
+        buf.extend_from_slice(&size.to_le_bytes());
+        buf.resize(
+            4 + lz4_flex::block::get_maximum_output_size(self.raw.len()),
+            0,
+        );
+        let n = lz4_flex::block::compress_into(&self.raw, &mut buf[4..])
+            .map_err(|e| StoreError::Corrupt(format!("compressing a frame: {e}")))?;
+        buf.truncate(4 + n);
+        let events: &[u8] = buf;
         conn.prepare_cached(
             "INSERT INTO event_frames (first_event_seq, event_count, min_time_ms, max_time_ms,
                 committed_ms, keys, events) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -68,7 +88,7 @@ impl FrameBuilder {
             self.keys,
             events
         ])?;
-        Ok(events.len() + self.keys.len())
+        Ok(buf.len() + self.keys.len())
     }
 }
 

@@ -22,11 +22,10 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::sync::oneshot;
 use tollgate_core::event::EventError;
 use tollgate_core::event::batch::ndjson_spans;
-use tollgate_store::engine::PreparedBatch;
-use tollgate_store::{BatchOutcome, Engine, ItemError, StoreError};
+use tollgate_store::engine::{Pending, PreparedBatch};
+use tollgate_store::{BatchOutcome, Engine, ItemError};
 
 use crate::cli::StoreArgs;
 
@@ -60,8 +59,6 @@ pub struct ImportArgs {
     /// The file to import.
     pub file: PathBuf,
 }
-
-type Pending = oneshot::Receiver<Result<BatchOutcome, StoreError>>;
 
 /// Running totals and the first errors.
 #[derive(Default)]
@@ -102,6 +99,8 @@ struct Importer<'a> {
     tally: Tally,
     bar: ProgressBar,
     started: Instant,
+    /// Body buffers handed back by the writer, reused for later chunks.
+    spare: Vec<String>,
 }
 
 impl Importer<'_> {
@@ -118,9 +117,10 @@ impl Importer<'_> {
         let Some((first_line, rx)) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let outcome = rx
-            .blocking_recv()
-            .map_err(|_| StoreError::WriterStopped)??;
+        let (outcome, body) = rx.blocking_outcome()?;
+        if self.spare.len() < CHUNKS_IN_FLIGHT_MAX {
+            self.spare.push(body);
+        }
         self.tally.add(first_line, outcome);
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         let o = &self.tally.outcome;
@@ -166,6 +166,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         tally: Tally::default(),
         bar,
         started,
+        spare: Vec::new(),
     };
     match args.format {
         Format::Ndjson => import_ndjson(&mut importer, file)?,
@@ -212,7 +213,14 @@ fn import_ndjson(importer: &mut Importer<'_>, file: File) -> anyhow::Result<()> 
     let mut carry: Vec<u8> = Vec::new();
     let mut first_line = 0usize;
     loop {
-        let mut buf = std::mem::take(&mut carry);
+        // Reuse a body buffer the writer handed back, so chunks do not fault in fresh memory.
+        let mut buf = importer
+            .spare
+            .pop()
+            .map(String::into_bytes)
+            .unwrap_or_default();
+        buf.clear();
+        buf.append(&mut carry);
         let before = buf.len();
         buf.resize(before + CHUNK_BYTES, 0);
         let n = read_full(&mut reader, &mut buf[before..])?;
@@ -233,7 +241,8 @@ fn import_ndjson(importer: &mut Importer<'_>, file: File) -> anyhow::Result<()> 
                 }
             }
         };
-        carry = buf.split_off(cut);
+        carry.extend_from_slice(&buf[cut..]);
+        buf.truncate(cut);
         importer.bar.inc(buf.len() as u64);
         let lines = buf.iter().filter(|b| **b == b'\n').count();
         let batch = match String::from_utf8(buf) {

@@ -110,10 +110,7 @@ pub(crate) async fn ingest(
         Ok(engine_state.engine.prepare(text, spans))
     })
     .await?;
-    let receiver = state.engine.try_submit(batch)?;
-    let outcome = receiver
-        .await
-        .map_err(|_| ApiError::from(tollgate_store::StoreError::WriterStopped))??;
+    let outcome = state.engine.try_submit(batch)?.outcome().await?;
     Ok(Json(outcome.into()))
 }
 

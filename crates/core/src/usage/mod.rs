@@ -321,6 +321,8 @@ pub struct Rollup {
     groups_of_subject: HashMap<u32, Vec<u32>>,
     stats: RollupStats,
     key_buf: String,
+    /// The group id of meters without dimensions (interned once).
+    no_group: u32,
 }
 
 /// Marks an absent value in an interned group key. A present value is written as its byte
@@ -331,15 +333,18 @@ const GROUP_ABSENT: char = '-';
 impl Rollup {
     /// An empty rollup for a meter.
     pub fn new(meter: Meter) -> Rollup {
+        let mut groups = Interner::default();
+        let no_group = groups.intern("");
         Rollup {
             meter,
             subjects: Interner::default(),
-            groups: Interner::default(),
+            groups,
             values: Interner::default(),
             series: HashMap::default(),
             groups_of_subject: HashMap::default(),
             stats: RollupStats::default(),
             key_buf: String::new(),
+            no_group,
         }
     }
 
@@ -378,18 +383,22 @@ impl Rollup {
             }
             (agg, reading) => panic!("meter {agg:?} produced reading {reading:?}"),
         };
-        self.key_buf.clear();
-        for value in &group {
-            match value {
-                Some(v) => {
-                    // Writing to a String cannot fail.
-                    let _ = write!(self.key_buf, "{}:", v.len());
-                    self.key_buf.push_str(v);
+        let group_id = if group.is_empty() {
+            self.no_group
+        } else {
+            self.key_buf.clear();
+            for value in &group {
+                match value {
+                    Some(v) => {
+                        // Writing to a String cannot fail.
+                        let _ = write!(self.key_buf, "{}:", v.len());
+                        self.key_buf.push_str(v);
+                    }
+                    None => self.key_buf.push(GROUP_ABSENT),
                 }
-                None => self.key_buf.push(GROUP_ABSENT),
             }
-        }
-        let group_id = self.groups.intern(&self.key_buf);
+            self.groups.intern(&self.key_buf)
+        };
         let subject_id = self.subjects.intern(event.subject.as_str());
         let series = self
             .series
