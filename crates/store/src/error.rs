@@ -14,7 +14,7 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The data directory cannot be written.
-    #[error("data dir {path} is read-only")]
+    #[error("data dir {path} is not writable (read-only file system or no permission)")]
     ReadOnly {
         /// The directory.
         path: PathBuf,
@@ -76,16 +76,30 @@ impl StoreError {
             StoreError::Locked { .. } => "data_dir_locked",
             StoreError::ReadOnly { .. } => "data_dir_read_only",
             StoreError::Io { .. } | StoreError::Open { .. } | StoreError::Sqlite(_) => {
-                if self.is_disk_full() {
-                    "disk_full"
-                } else {
-                    "storage_unavailable"
+                match self.sqlite_code() {
+                    _ if self.is_disk_full() => "disk_full",
+                    Some(rusqlite::ErrorCode::ReadOnly) => "data_dir_read_only",
+                    Some(
+                        rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt,
+                    ) => "storage_corrupt",
+                    _ => "storage_unavailable",
                 }
             }
             StoreError::Corrupt(_) => "storage_corrupt",
             StoreError::WriterStopped => "writer_stopped",
             StoreError::SchemaTooNew { .. } => "schema_too_new",
             StoreError::Shared { code, .. } => code,
+        }
+    }
+
+    fn sqlite_code(&self) -> Option<rusqlite::ErrorCode> {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            | StoreError::Open {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } => Some(e.code),
+            _ => None,
         }
     }
 

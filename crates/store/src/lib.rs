@@ -41,24 +41,32 @@ pub(crate) fn open_db(dir: &Path) -> Result<rusqlite::Connection, StoreError> {
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
         .map_err(|e| StoreError::open(&path, e))?;
     schema::migrate(&conn).map_err(|e| StoreError::open(&path, e))?;
+    // Fail at open, not at the first ingest, when the database cannot be written.
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+        .map_err(|e| StoreError::open(&path, e))?;
     Ok(conn)
 }
 
-/// Creates the data directory if needed and checks it is a writable directory.
+/// Creates the data directory if needed and checks that it can be written, by writing and
+/// syncing a probe file (permission bits alone say nothing for root or read-only mounts).
 pub(crate) fn prepare_dir(dir: &Path) -> Result<PathBuf, StoreError> {
-    fs::create_dir_all(dir).map_err(|e| StoreError::Io {
-        path: dir.to_owned(),
-        source: e,
-    })?;
-    let meta = fs::metadata(dir).map_err(|e| StoreError::Io {
-        path: dir.to_owned(),
-        source: e,
-    })?;
-    if meta.permissions().readonly() {
-        return Err(StoreError::ReadOnly {
-            path: dir.to_owned(),
-        });
-    }
+    let io = |source: std::io::Error| {
+        use std::io::ErrorKind;
+        match source.kind() {
+            ErrorKind::ReadOnlyFilesystem | ErrorKind::PermissionDenied => StoreError::ReadOnly {
+                path: dir.to_owned(),
+            },
+            _ => StoreError::Io {
+                path: dir.to_owned(),
+                source,
+            },
+        }
+    };
+    fs::create_dir_all(dir).map_err(io)?;
+    let probe = dir.join(".write-probe");
+    let written = File::create(&probe).and_then(|f| f.sync_all());
+    let _ = fs::remove_file(&probe);
+    written.map_err(io)?;
     Ok(dir.to_owned())
 }
 

@@ -127,11 +127,18 @@ fn hash_value(h: &mut Xxh3, v: &Value) {
         Value::Object(map) => {
             h.update(b"{");
             h.update(&(map.len() as u64).to_le_bytes());
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            for k in keys {
-                hash_str(h, k);
-                if let Some(item) = map.get(k) {
+            // serde_json's map iterates in key order unless its `preserve_order` feature is on
+            // somewhere in the build; sort only when it is not already sorted.
+            if map.keys().is_sorted() {
+                for (k, item) in map {
+                    hash_str(h, k);
+                    hash_value(h, item);
+                }
+            } else {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                for (k, item) in entries {
+                    hash_str(h, k);
                     hash_value(h, item);
                 }
             }
