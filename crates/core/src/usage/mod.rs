@@ -11,6 +11,7 @@
 //! event time, then ingest sequence). Every tier holds the same events, so a window read from
 //! day buckets equals the same window read from minute buckets. Sums are exact decimals.
 
+mod cells;
 mod error;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ use std::fmt::Write as _;
 use jiff::tz::TimeZone;
 use rust_decimal::Decimal;
 
+use self::cells::{Cell, CountCell, LatestCell, MaxCell, MinCell, Series, SumCell, UniqueCell};
 pub use self::error::UsageError;
 pub use self::window::{WindowSize, windows};
 use crate::event::{Event, Subject};
@@ -140,135 +142,6 @@ impl Interner {
     }
 }
 
-/// Upserts `state` at `key` in a vector sorted by key. Events arrive mostly in time order, so
-/// the common case is a merge into or a push after the last element.
-fn upsert<K: Ord + Copy>(buckets: &mut Vec<(K, AggState)>, key: K, state: &AggState) {
-    if let Some((last, existing)) = buckets.last_mut() {
-        if *last == key {
-            existing.merge(state);
-            return;
-        }
-        if *last < key {
-            buckets.push((key, state.clone()));
-            return;
-        }
-    } else {
-        buckets.push((key, state.clone()));
-        return;
-    }
-    match buckets.binary_search_by_key(&key, |(k, _)| *k) {
-        Ok(at) => buckets[at].1.merge(state),
-        Err(at) => buckets.insert(at, (key, state.clone())),
-    }
-}
-
-/// Merges the buckets with keys in `[s, e)` into `acc`.
-fn merge_sorted<K: Ord + Copy>(buckets: &[(K, AggState)], s: K, e: K, acc: &mut Option<AggState>) {
-    if s >= e {
-        return;
-    }
-    let start = buckets.partition_point(|(k, _)| *k < s);
-    for (k, state) in &buckets[start..] {
-        if *k >= e {
-            break;
-        }
-        merge_into(acc, state);
-    }
-}
-
-fn merge_into(acc: &mut Option<AggState>, state: &AggState) {
-    match acc {
-        Some(a) => a.merge(state),
-        None => *acc = Some(state.clone()),
-    }
-}
-
-/// One UTC day of a series: its total, and its hours and minutes (sorted, sparse).
-#[derive(Debug)]
-struct Day {
-    total: AggState,
-    hours: Vec<(u8, AggState)>,
-    minutes: Vec<(u16, AggState)>,
-}
-
-impl Day {
-    /// Folds minutes `[s, e)` of this day (0..=1440) into `acc`: whole hours from the hour
-    /// buckets, the ragged edges from the minute buckets.
-    fn fold(&self, s: i64, e: i64, acc: &mut Option<AggState>) {
-        if s <= 0 && e >= MINUTES_PER_DAY {
-            merge_into(acc, &self.total);
-            return;
-        }
-        let first_hour = (s + MINUTES_PER_HOUR - 1).div_euclid(MINUTES_PER_HOUR);
-        let last_hour = e.div_euclid(MINUTES_PER_HOUR);
-        let minute = |m: i64| u16::try_from(m.clamp(0, MINUTES_PER_DAY)).unwrap_or(u16::MAX);
-        if first_hour < last_hour {
-            merge_sorted(
-                &self.minutes,
-                minute(s),
-                minute(first_hour * MINUTES_PER_HOUR),
-                acc,
-            );
-            let hour = |h: i64| u8::try_from(h.clamp(0, 24)).unwrap_or(u8::MAX);
-            merge_sorted(&self.hours, hour(first_hour), hour(last_hour), acc);
-            merge_sorted(
-                &self.minutes,
-                minute(last_hour * MINUTES_PER_HOUR),
-                minute(e),
-                acc,
-            );
-        } else {
-            merge_sorted(&self.minutes, minute(s), minute(e), acc);
-        }
-    }
-}
-
-/// One (subject, group)'s usage by UTC day, each day with hour and minute buckets. Every level
-/// holds the same events, so a window may read whichever level aligns.
-#[derive(Default, Debug)]
-struct Series {
-    days: BTreeMap<i64, Day>,
-}
-
-impl Series {
-    fn add(&mut self, minute: i64, state: &AggState) {
-        let day = minute.div_euclid(MINUTES_PER_DAY);
-        let in_day = minute.rem_euclid(MINUTES_PER_DAY);
-        let hour = u8::try_from(in_day / MINUTES_PER_HOUR).unwrap_or(u8::MAX);
-        let in_day = u16::try_from(in_day).unwrap_or(u16::MAX);
-        match self.days.get_mut(&day) {
-            Some(d) => {
-                d.total.merge(state);
-                upsert(&mut d.hours, hour, state);
-                upsert(&mut d.minutes, in_day, state);
-            }
-            None => {
-                self.days.insert(
-                    day,
-                    Day {
-                        total: state.clone(),
-                        hours: vec![(hour, state.clone())],
-                        minutes: vec![(in_day, state.clone())],
-                    },
-                );
-            }
-        }
-    }
-
-    /// Folds the minutes `[s, e)` into `acc`.
-    fn fold(&self, s: i64, e: i64, acc: &mut Option<AggState>) {
-        if s >= e {
-            return;
-        }
-        let first_day = s.div_euclid(MINUTES_PER_DAY);
-        let last_day = (e - 1).div_euclid(MINUTES_PER_DAY);
-        for (d, day) in self.days.range(first_day..=last_day) {
-            let start = d * MINUTES_PER_DAY;
-            day.fold(s - start, e - start, acc);
-        }
-    }
-}
-
 /// A usage query against one meter.
 #[derive(Clone, Debug)]
 pub struct UsageQuery {
@@ -310,6 +183,41 @@ pub struct RollupStats {
     pub skipped: u64,
 }
 
+/// Marks an absent value in an interned group key. A present value is written as its byte
+/// length, `:` and its text, so that no value text (separators, control characters, this
+/// marker) can be mistaken for the boundary between two values.
+const GROUP_ABSENT: char = '-';
+
+/// The series of one meter, in its aggregation's cell type.
+type Store<C> = HashMap<(u32, u32), Series<C>>;
+
+/// One store per aggregation: a rollup holds exactly one of these.
+#[derive(Debug)]
+enum Cells {
+    Sum(Store<SumCell>),
+    Count(Store<CountCell>),
+    Max(Store<MaxCell>),
+    Min(Store<MinCell>),
+    Latest(Store<LatestCell>),
+    Unique(Store<UniqueCell>),
+}
+
+/// Adds a cell to a series, creating it if needed. Returns whether the series is new.
+fn add<C: Cell>(store: &mut Store<C>, key: (u32, u32), minute: i64, cell: &C) -> bool {
+    match store.get_mut(&key) {
+        Some(series) => {
+            series.add(minute, cell);
+            false
+        }
+        None => {
+            let mut series = Series::default();
+            series.add(minute, cell);
+            store.insert(key, series);
+            true
+        }
+    }
+}
+
 /// All usage of one meter, in memory.
 #[derive(Debug)]
 pub struct Rollup {
@@ -317,7 +225,7 @@ pub struct Rollup {
     subjects: Interner,
     groups: Interner,
     values: Interner,
-    series: HashMap<(u32, u32), Series>,
+    cells: Cells,
     groups_of_subject: HashMap<u32, Vec<u32>>,
     stats: RollupStats,
     key_buf: String,
@@ -325,22 +233,33 @@ pub struct Rollup {
     no_group: u32,
 }
 
-/// Marks an absent value in an interned group key. A present value is written as its byte
-/// length, `:` and its text, so that no value text (separators, control characters, this
-/// marker) can be mistaken for the boundary between two values.
-const GROUP_ABSENT: char = '-';
+/// What a query reads, worked out once before dispatching on the cell type.
+struct QueryPlan<'a> {
+    windows: Vec<(UnixMs, UnixMs)>,
+    names: Vec<&'a str>,
+    keep: Vec<usize>,
+    subject_ids: Vec<u32>,
+}
 
 impl Rollup {
     /// An empty rollup for a meter.
     pub fn new(meter: Meter) -> Rollup {
         let mut groups = Interner::default();
         let no_group = groups.intern("");
+        let cells = match meter.aggregation() {
+            Aggregation::Sum => Cells::Sum(Store::default()),
+            Aggregation::Count => Cells::Count(Store::default()),
+            Aggregation::Max => Cells::Max(Store::default()),
+            Aggregation::Min => Cells::Min(Store::default()),
+            Aggregation::Latest => Cells::Latest(Store::default()),
+            Aggregation::UniqueCount => Cells::Unique(Store::default()),
+        };
         Rollup {
             meter,
             subjects: Interner::default(),
             groups,
             values: Interner::default(),
-            series: HashMap::default(),
+            cells,
             groups_of_subject: HashMap::default(),
             stats: RollupStats::default(),
             key_buf: String::new(),
@@ -368,21 +287,6 @@ impl Rollup {
             }
             Observation::Counted { group, reading } => (group, reading),
         };
-        let state = match (self.meter.aggregation(), reading) {
-            (Aggregation::Count, _) | (_, Reading::One) => AggState::Count(1),
-            (Aggregation::Sum, Reading::Number(n)) => AggState::Sum(n),
-            (Aggregation::Max, Reading::Number(n)) => AggState::Max(n),
-            (Aggregation::Min, Reading::Number(n)) => AggState::Min(n),
-            (Aggregation::Latest, Reading::Number(n)) => AggState::Latest {
-                time: event.time,
-                seq,
-                value: n,
-            },
-            (Aggregation::UniqueCount, Reading::Key(k)) => {
-                AggState::Unique(vec![self.values.intern(&k)])
-            }
-            (agg, reading) => panic!("meter {agg:?} produced reading {reading:?}"),
-        };
         let group_id = if group.is_empty() {
             self.no_group
         } else {
@@ -400,17 +304,35 @@ impl Rollup {
             self.groups.intern(&self.key_buf)
         };
         let subject_id = self.subjects.intern(event.subject.as_str());
-        let series = self
-            .series
-            .entry((subject_id, group_id))
-            .or_insert_with(|| {
-                self.groups_of_subject
-                    .entry(subject_id)
-                    .or_default()
-                    .push(group_id);
-                Series::default()
-            });
-        series.add(event.time.minute(), &state);
+        let key = (subject_id, group_id);
+        let minute = event.time.minute();
+        let created = match (&mut self.cells, reading) {
+            (Cells::Count(s), _) => add(s, key, minute, &CountCell(1)),
+            (Cells::Sum(s), Reading::Number(n)) => add(s, key, minute, &SumCell(n)),
+            (Cells::Max(s), Reading::Number(n)) => add(s, key, minute, &MaxCell(n)),
+            (Cells::Min(s), Reading::Number(n)) => add(s, key, minute, &MinCell(n)),
+            (Cells::Latest(s), Reading::Number(n)) => add(
+                s,
+                key,
+                minute,
+                &LatestCell {
+                    time: event.time.0,
+                    seq,
+                    value: n,
+                },
+            ),
+            (Cells::Unique(s), Reading::Key(k)) => {
+                let id = self.values.intern(&k);
+                add(s, key, minute, &UniqueCell(vec![id]))
+            }
+            (cells, reading) => panic!("meter cells {cells:?} got reading {reading:?}"),
+        };
+        if created {
+            self.groups_of_subject
+                .entry(subject_id)
+                .or_default()
+                .push(group_id);
+        }
         self.stats.counted += 1;
     }
 
@@ -430,60 +352,82 @@ impl Rollup {
             }
         }
         keep.sort_unstable();
-        let subject_ids: Vec<u32> = match &q.subject {
+        let mut subject_ids: Vec<u32> = match &q.subject {
             Some(s) => self.subjects.get(s.as_str()).into_iter().collect(),
             None => (0..u32::try_from(self.subjects.names.len()).unwrap_or(u32::MAX)).collect(),
         };
+        // Rows come out in subject order without a sort of the rows themselves.
+        subject_ids.sort_unstable_by(|a, b| self.subjects.name(*a).cmp(self.subjects.name(*b)));
+        let plan = QueryPlan {
+            windows,
+            names,
+            keep,
+            subject_ids,
+        };
+        match &self.cells {
+            Cells::Sum(s) => self.rows(s, &plan),
+            Cells::Count(s) => self.rows(s, &plan),
+            Cells::Max(s) => self.rows(s, &plan),
+            Cells::Min(s) => self.rows(s, &plan),
+            Cells::Latest(s) => self.rows(s, &plan),
+            Cells::Unique(s) => self.rows(s, &plan),
+        }
+    }
+
+    fn rows<C: Cell>(
+        &self,
+        store: &Store<C>,
+        plan: &QueryPlan<'_>,
+    ) -> Result<Vec<UsageRow>, UsageError> {
         let mut rows = Vec::new();
-        for subject_id in subject_ids {
-            let Some(group_ids) = self.groups_of_subject.get(&subject_id) else {
+        for subject_id in &plan.subject_ids {
+            let Some(group_ids) = self.groups_of_subject.get(subject_id) else {
                 continue;
             };
-            // Projected group key → one accumulator per window.
-            let mut projected: BTreeMap<Vec<Option<&str>>, Vec<Option<AggState>>> = BTreeMap::new();
+            // Projected group key → one accumulator per window, in key order.
+            let mut projected: BTreeMap<Vec<Option<&str>>, Vec<Option<C>>> = BTreeMap::new();
             for group_id in group_ids {
-                let Some(series) = self.series.get(&(subject_id, *group_id)) else {
+                let Some(series) = store.get(&(*subject_id, *group_id)) else {
                     continue;
                 };
                 let values = split_group(self.groups.name(*group_id));
-                let key: Vec<Option<&str>> = keep
+                let key: Vec<Option<&str>> = plan
+                    .keep
                     .iter()
                     .map(|i| values.get(*i).copied().flatten())
                     .collect();
                 let accs = projected
                     .entry(key)
-                    .or_insert_with(|| vec![None; windows.len()]);
-                for ((start, end), acc) in windows.iter().zip(accs.iter_mut()) {
+                    .or_insert_with(|| vec![None; plan.windows.len()]);
+                for ((start, end), acc) in plan.windows.iter().zip(accs.iter_mut()) {
                     series.fold(start.minute(), end.minute(), acc);
                 }
             }
-            let subject = self.subjects.name(subject_id);
+            let subject = self.subjects.name(*subject_id);
             for (key, accs) in projected {
-                for ((start, end), acc) in windows.iter().zip(accs) {
+                for ((start, end), acc) in plan.windows.iter().zip(accs) {
                     let Some(acc) = acc else { continue };
                     if rows.len() >= USAGE_ROWS_MAX {
                         return Err(UsageError::TooManyRows {
                             max: USAGE_ROWS_MAX,
                         });
                     }
-                    let group = keep
+                    let group = plan
+                        .keep
                         .iter()
                         .zip(&key)
-                        .map(|(i, v)| (names[*i].to_owned(), v.map(str::to_owned)))
+                        .map(|(i, v)| (plan.names[*i].to_owned(), v.map(str::to_owned)))
                         .collect();
                     rows.push(UsageRow {
                         subject: subject.to_owned(),
                         window_start: *start,
                         window_end: *end,
                         group,
-                        value: acc.value(),
+                        value: acc.to_state().value(),
                     });
                 }
             }
         }
-        rows.sort_by(|a, b| {
-            (&a.subject, &a.group, a.window_start).cmp(&(&b.subject, &b.group, b.window_start))
-        });
         Ok(rows)
     }
 }

@@ -1,0 +1,240 @@
+//! Compact per-aggregation cells and the day/hour/minute buckets that hold them.
+//!
+//! A rollup keeps one cell type per aggregation rather than a general enum, so a minute bucket
+//! of a `count` meter is 16 bytes and of a `sum` meter 20, not the 48 of the widest variant.
+//! The algebra (merge, value) is the same as [`super::AggState`]'s.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use rust_decimal::Decimal;
+
+use super::{AggState, MINUTES_PER_DAY, MINUTES_PER_HOUR, checked_sum, insert_sorted};
+use crate::time::UnixMs;
+
+/// One aggregation's mergeable cell.
+pub(crate) trait Cell: Clone + Debug {
+    /// Merges `other` into `self` (commutative, associative).
+    fn merge(&mut self, other: &Self);
+    /// The public form.
+    fn to_state(&self) -> AggState;
+}
+
+/// `sum`.
+#[derive(Clone, Debug)]
+pub(crate) struct SumCell(pub(crate) Decimal);
+/// `count`.
+#[derive(Clone, Debug)]
+pub(crate) struct CountCell(pub(crate) u64);
+/// `max`.
+#[derive(Clone, Debug)]
+pub(crate) struct MaxCell(pub(crate) Decimal);
+/// `min`.
+#[derive(Clone, Debug)]
+pub(crate) struct MinCell(pub(crate) Decimal);
+/// `latest`: ordered by (event time, ingest sequence).
+#[derive(Clone, Debug)]
+pub(crate) struct LatestCell {
+    pub(crate) time: i64,
+    pub(crate) seq: u64,
+    pub(crate) value: Decimal,
+}
+/// `unique_count`: interned value ids, sorted.
+#[derive(Clone, Debug)]
+pub(crate) struct UniqueCell(pub(crate) Vec<u32>);
+
+impl Cell for SumCell {
+    fn merge(&mut self, other: &Self) {
+        self.0 = checked_sum(self.0, other.0);
+    }
+    fn to_state(&self) -> AggState {
+        AggState::Sum(self.0)
+    }
+}
+
+impl Cell for CountCell {
+    fn merge(&mut self, other: &Self) {
+        self.0 += other.0;
+    }
+    fn to_state(&self) -> AggState {
+        AggState::Count(self.0)
+    }
+}
+
+impl Cell for MaxCell {
+    fn merge(&mut self, other: &Self) {
+        self.0 = self.0.max(other.0);
+    }
+    fn to_state(&self) -> AggState {
+        AggState::Max(self.0)
+    }
+}
+
+impl Cell for MinCell {
+    fn merge(&mut self, other: &Self) {
+        self.0 = self.0.min(other.0);
+    }
+    fn to_state(&self) -> AggState {
+        AggState::Min(self.0)
+    }
+}
+
+impl Cell for LatestCell {
+    fn merge(&mut self, other: &Self) {
+        if (other.time, other.seq) > (self.time, self.seq) {
+            *self = other.clone();
+        }
+    }
+    fn to_state(&self) -> AggState {
+        AggState::Latest {
+            time: UnixMs(self.time),
+            seq: self.seq,
+            value: self.value,
+        }
+    }
+}
+
+impl Cell for UniqueCell {
+    fn merge(&mut self, other: &Self) {
+        for k in &other.0 {
+            insert_sorted(&mut self.0, *k);
+        }
+    }
+    fn to_state(&self) -> AggState {
+        AggState::Unique(self.0.clone())
+    }
+}
+
+/// Upserts `cell` at `key` in a vector sorted by key. Events arrive mostly in time order, so
+/// the common case is a merge into or a push after the last element.
+fn upsert<K: Ord + Copy, C: Cell>(buckets: &mut Vec<(K, C)>, key: K, cell: &C) {
+    match buckets.last_mut() {
+        Some((last, existing)) if *last == key => {
+            existing.merge(cell);
+            return;
+        }
+        Some((last, _)) if *last > key => {}
+        _ => {
+            buckets.push((key, cell.clone()));
+            return;
+        }
+    }
+    match buckets.binary_search_by_key(&key, |(k, _)| *k) {
+        Ok(at) => buckets[at].1.merge(cell),
+        Err(at) => buckets.insert(at, (key, cell.clone())),
+    }
+}
+
+fn merge_into<C: Cell>(acc: &mut Option<C>, cell: &C) {
+    match acc {
+        Some(a) => a.merge(cell),
+        None => *acc = Some(cell.clone()),
+    }
+}
+
+/// Merges the buckets with keys in `[s, e)` into `acc`.
+fn merge_sorted<K: Ord + Copy, C: Cell>(buckets: &[(K, C)], s: K, e: K, acc: &mut Option<C>) {
+    if s >= e {
+        return;
+    }
+    let start = buckets.partition_point(|(k, _)| *k < s);
+    for (k, cell) in &buckets[start..] {
+        if *k >= e {
+            break;
+        }
+        merge_into(acc, cell);
+    }
+}
+
+/// One UTC day of a series: its total, and its hours and minutes (sorted, sparse).
+#[derive(Debug)]
+struct Day<C> {
+    total: C,
+    hours: Vec<(u8, C)>,
+    minutes: Vec<(u16, C)>,
+}
+
+impl<C: Cell> Day<C> {
+    /// Folds minutes `[s, e)` of this day into `acc`: whole hours from the hour buckets, the
+    /// ragged edges from the minute buckets.
+    fn fold(&self, s: i64, e: i64, acc: &mut Option<C>) {
+        if s <= 0 && e >= MINUTES_PER_DAY {
+            merge_into(acc, &self.total);
+            return;
+        }
+        let first_hour = (s + MINUTES_PER_HOUR - 1).div_euclid(MINUTES_PER_HOUR);
+        let last_hour = e.div_euclid(MINUTES_PER_HOUR);
+        let minute = |m: i64| u16::try_from(m.clamp(0, MINUTES_PER_DAY)).unwrap_or(u16::MAX);
+        if first_hour < last_hour {
+            let hour = |h: i64| u8::try_from(h.clamp(0, 24)).unwrap_or(u8::MAX);
+            merge_sorted(
+                &self.minutes,
+                minute(s),
+                minute(first_hour * MINUTES_PER_HOUR),
+                acc,
+            );
+            merge_sorted(&self.hours, hour(first_hour), hour(last_hour), acc);
+            merge_sorted(
+                &self.minutes,
+                minute(last_hour * MINUTES_PER_HOUR),
+                minute(e),
+                acc,
+            );
+        } else {
+            merge_sorted(&self.minutes, minute(s), minute(e), acc);
+        }
+    }
+}
+
+/// One (subject, group)'s usage by UTC day, each day with hour and minute buckets. Every level
+/// holds the same events, so a window reads whichever level aligns.
+#[derive(Debug)]
+pub(crate) struct Series<C> {
+    days: BTreeMap<i64, Day<C>>,
+}
+
+impl<C> Default for Series<C> {
+    fn default() -> Self {
+        Series {
+            days: BTreeMap::new(),
+        }
+    }
+}
+
+impl<C: Cell> Series<C> {
+    /// Adds one event's cell at a minute since the epoch.
+    pub(crate) fn add(&mut self, minute: i64, cell: &C) {
+        let day = minute.div_euclid(MINUTES_PER_DAY);
+        let in_day = minute.rem_euclid(MINUTES_PER_DAY);
+        let hour = u8::try_from(in_day / MINUTES_PER_HOUR).unwrap_or(u8::MAX);
+        let in_day = u16::try_from(in_day).unwrap_or(u16::MAX);
+        match self.days.get_mut(&day) {
+            Some(d) => {
+                d.total.merge(cell);
+                upsert(&mut d.hours, hour, cell);
+                upsert(&mut d.minutes, in_day, cell);
+            }
+            None => {
+                let d = Day {
+                    total: cell.clone(),
+                    hours: vec![(hour, cell.clone())],
+                    minutes: vec![(in_day, cell.clone())],
+                };
+                self.days.insert(day, d);
+            }
+        }
+    }
+
+    /// Folds the minutes `[s, e)` into `acc`.
+    pub(crate) fn fold(&self, s: i64, e: i64, acc: &mut Option<C>) {
+        if s >= e {
+            return;
+        }
+        let first_day = s.div_euclid(MINUTES_PER_DAY);
+        let last_day = (e - 1).div_euclid(MINUTES_PER_DAY);
+        for (d, day) in self.days.range(first_day..=last_day) {
+            let start = d * MINUTES_PER_DAY;
+            day.fold(s - start, e - start, acc);
+        }
+    }
+}
