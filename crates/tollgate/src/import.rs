@@ -32,7 +32,7 @@ use crate::cli::StoreArgs;
 /// Bytes read per chunk (whole lines; a chunk grows to hold a longer line).
 const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Chunks prepared but not yet answered by the writer.
-const CHUNKS_IN_FLIGHT_MAX: usize = 8;
+const CHUNKS_IN_FLIGHT_MAX: usize = 4;
 /// Errors listed in the summary; the rest are counted.
 const ERRORS_SHOWN_MAX: usize = 20;
 /// CSV rows per chunk.

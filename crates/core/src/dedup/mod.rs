@@ -172,9 +172,25 @@ impl Hasher for IdentityHasher {
 ///
 /// One entry is 16 bytes of key and 8 bytes of value (48-bit fingerprint, 16-bit day), about
 /// 28–55 bytes of memory per event with the hash table's spare room.
-#[derive(Default)]
 pub struct Index {
-    entries: HashMap<u128, u64, BuildHasherDefault<IdentityHasher>>,
+    /// Split by the identity's top bits, so that a growing index resizes one small table at a
+    /// time instead of doubling one huge table (whose old and new copies would coexist).
+    shards: Vec<Shard>,
+    len: usize,
+}
+
+type Shard = HashMap<u128, u64, BuildHasherDefault<IdentityHasher>>;
+
+/// log2 of the number of shards.
+const SHARD_BITS: u32 = 8;
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            shards: (0..1 << SHARD_BITS).map(|_| Shard::default()).collect(),
+            len: 0,
+        }
+    }
 }
 
 impl Index {
@@ -183,28 +199,37 @@ impl Index {
         Self::default()
     }
 
+    fn shard(&mut self, key: IdentityKey) -> &mut Shard {
+        let at = (key.0 >> (128 - SHARD_BITS)) as usize;
+        &mut self.shards[at]
+    }
+
     /// Number of identities held.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// Whether the index is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// Reserves room for `additional` more identities.
     pub fn reserve(&mut self, additional: usize) {
-        self.entries.reserve(additional);
+        let per_shard = additional >> SHARD_BITS;
+        for shard in &mut self.shards {
+            shard.reserve(per_shard);
+        }
     }
 
     /// Decides an event and, when it is accepted, remembers it at once so that a later event
     /// in the same batch sees it. Undo with [`Index::forget`] if the batch is not committed.
     pub fn offer(&mut self, key: IdentityKey, fp: Fingerprint, time: UnixMs) -> Verdict {
         use std::collections::hash_map::Entry;
-        match self.entries.entry(key.0) {
+        match self.shard(key).entry(key.0) {
             Entry::Vacant(slot) => {
                 slot.insert(pack(fp, time));
+                self.len += 1;
                 Verdict::Accepted
             }
             Entry::Occupied(slot) => {
@@ -219,22 +244,28 @@ impl Index {
 
     /// Remembers an identity known to be stored (rebuilding the index at start).
     pub fn insert(&mut self, key: IdentityKey, fp: Fingerprint, time: UnixMs) {
-        self.entries.insert(key.0, pack(fp, time));
+        if self.shard(key).insert(key.0, pack(fp, time)).is_none() {
+            self.len += 1;
+        }
     }
 
     /// Forgets identities offered in a batch that was not committed.
     pub fn forget(&mut self, key: IdentityKey) {
-        self.entries.remove(&key.0);
+        if self.shard(key).remove(&key.0).is_some() {
+            self.len -= 1;
+        }
     }
 
     /// Drops identities of events whose UTC day lies wholly before `cutoff`: such events can no
     /// longer be accepted, so their identities can never come back as anything but `too_old`.
     pub fn prune_before(&mut self, cutoff: UnixMs) -> usize {
         let cutoff_day = cutoff.0.div_euclid(DAY_MS);
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, packed| i64::from(day_of(*packed)) >= cutoff_day);
-        before - self.entries.len()
+        let before = self.len;
+        for shard in &mut self.shards {
+            shard.retain(|_, packed| i64::from(day_of(*packed)) >= cutoff_day);
+        }
+        self.len = self.shards.iter().map(HashMap::len).sum();
+        before - self.len
     }
 }
 

@@ -39,9 +39,13 @@ pub(crate) struct LatestCell {
     pub(crate) seq: u64,
     pub(crate) value: Decimal,
 }
-/// `unique_count`: interned value ids, sorted.
+/// `unique_count`: interned value ids, sorted. Most minute buckets hold one value, kept inline
+/// (the enum is as small as the `Vec`: its capacity field has room for the tag).
 #[derive(Clone, Debug)]
-pub(crate) struct UniqueCell(pub(crate) Vec<u32>);
+pub(crate) enum UniqueCell {
+    One(u32),
+    Many(Vec<u32>),
+}
 
 impl Cell for SumCell {
     fn merge(&mut self, other: &Self) {
@@ -94,34 +98,101 @@ impl Cell for LatestCell {
     }
 }
 
-impl Cell for UniqueCell {
-    fn merge(&mut self, other: &Self) {
-        for k in &other.0 {
-            insert_sorted(&mut self.0, *k);
+impl UniqueCell {
+    fn ids(&self) -> &[u32] {
+        match self {
+            UniqueCell::One(id) => std::slice::from_ref(id),
+            UniqueCell::Many(ids) => ids,
         }
-    }
-    fn to_state(&self) -> AggState {
-        AggState::Unique(self.0.clone())
     }
 }
 
-/// Upserts `cell` at `key` in a vector sorted by key. Events arrive mostly in time order, so
-/// the common case is a merge into or a push after the last element.
-fn upsert<K: Ord + Copy, C: Cell>(buckets: &mut Vec<(K, C)>, key: K, cell: &C) {
-    match buckets.last_mut() {
-        Some((last, existing)) if *last == key => {
-            existing.merge(cell);
-            return;
-        }
-        Some((last, _)) if *last > key => {}
-        _ => {
-            buckets.push((key, cell.clone()));
-            return;
+impl Cell for UniqueCell {
+    fn merge(&mut self, other: &Self) {
+        for k in other.ids() {
+            match self {
+                UniqueCell::One(id) if id == k => {}
+                UniqueCell::One(id) => {
+                    let mut ids = vec![*id, *k];
+                    ids.sort_unstable();
+                    *self = UniqueCell::Many(ids);
+                }
+                UniqueCell::Many(ids) => insert_sorted(ids, *k),
+            }
         }
     }
-    match buckets.binary_search_by_key(&key, |(k, _)| *k) {
-        Ok(at) => buckets[at].1.merge(cell),
-        Err(at) => buckets.insert(at, (key, cell.clone())),
+    fn to_state(&self) -> AggState {
+        AggState::Unique(self.ids().to_vec())
+    }
+}
+
+/// The size the comment on [`UniqueCell`] promises.
+const _: () = assert!(std::mem::size_of::<UniqueCell>() == std::mem::size_of::<Vec<u32>>());
+
+/// Sparse buckets: keys and cells in two sorted arrays (no padding between a 2-byte key and
+/// its cell), grown by a quarter at a time rather than doubled, since there are millions.
+#[derive(Debug)]
+struct Buckets<K, C> {
+    keys: Vec<K>,
+    cells: Vec<C>,
+}
+
+impl<K: Ord + Copy, C: Cell> Buckets<K, C> {
+    fn one(key: K, cell: &C) -> Self {
+        Buckets {
+            keys: vec![key],
+            cells: vec![cell.clone()],
+        }
+    }
+
+    fn grow(&mut self) {
+        if self.keys.len() == self.keys.capacity() {
+            let more = (self.keys.len() / 4).max(2);
+            self.keys.reserve_exact(more);
+            self.cells.reserve_exact(more);
+        }
+    }
+
+    /// Upserts `cell` at `key`. Events arrive mostly in time order, so the common case is a
+    /// merge into or a push after the last bucket.
+    fn upsert(&mut self, key: K, cell: &C) {
+        match self.keys.last() {
+            Some(last) if *last == key => {
+                if let Some(c) = self.cells.last_mut() {
+                    c.merge(cell);
+                }
+                return;
+            }
+            Some(last) if *last > key => {}
+            _ => {
+                self.grow();
+                self.keys.push(key);
+                self.cells.push(cell.clone());
+                return;
+            }
+        }
+        match self.keys.binary_search(&key) {
+            Ok(at) => self.cells[at].merge(cell),
+            Err(at) => {
+                self.grow();
+                self.keys.insert(at, key);
+                self.cells.insert(at, cell.clone());
+            }
+        }
+    }
+
+    /// Merges the buckets with keys in `[s, e)` into `acc`.
+    fn merge_range(&self, s: K, e: K, acc: &mut Option<C>) {
+        if s >= e {
+            return;
+        }
+        let start = self.keys.partition_point(|k| *k < s);
+        for (k, cell) in self.keys[start..].iter().zip(&self.cells[start..]) {
+            if *k >= e {
+                break;
+            }
+            merge_into(acc, cell);
+        }
     }
 }
 
@@ -132,26 +203,12 @@ fn merge_into<C: Cell>(acc: &mut Option<C>, cell: &C) {
     }
 }
 
-/// Merges the buckets with keys in `[s, e)` into `acc`.
-fn merge_sorted<K: Ord + Copy, C: Cell>(buckets: &[(K, C)], s: K, e: K, acc: &mut Option<C>) {
-    if s >= e {
-        return;
-    }
-    let start = buckets.partition_point(|(k, _)| *k < s);
-    for (k, cell) in &buckets[start..] {
-        if *k >= e {
-            break;
-        }
-        merge_into(acc, cell);
-    }
-}
-
 /// One UTC day of a series: its total, and its hours and minutes (sorted, sparse).
 #[derive(Debug)]
 struct Day<C> {
     total: C,
-    hours: Vec<(u8, C)>,
-    minutes: Vec<(u16, C)>,
+    hours: Buckets<u8, C>,
+    minutes: Buckets<u16, C>,
 }
 
 impl<C: Cell> Day<C> {
@@ -167,21 +224,14 @@ impl<C: Cell> Day<C> {
         let minute = |m: i64| u16::try_from(m.clamp(0, MINUTES_PER_DAY)).unwrap_or(u16::MAX);
         if first_hour < last_hour {
             let hour = |h: i64| u8::try_from(h.clamp(0, 24)).unwrap_or(u8::MAX);
-            merge_sorted(
-                &self.minutes,
-                minute(s),
-                minute(first_hour * MINUTES_PER_HOUR),
-                acc,
-            );
-            merge_sorted(&self.hours, hour(first_hour), hour(last_hour), acc);
-            merge_sorted(
-                &self.minutes,
-                minute(last_hour * MINUTES_PER_HOUR),
-                minute(e),
-                acc,
-            );
+            self.minutes
+                .merge_range(minute(s), minute(first_hour * MINUTES_PER_HOUR), acc);
+            self.hours
+                .merge_range(hour(first_hour), hour(last_hour), acc);
+            self.minutes
+                .merge_range(minute(last_hour * MINUTES_PER_HOUR), minute(e), acc);
         } else {
-            merge_sorted(&self.minutes, minute(s), minute(e), acc);
+            self.minutes.merge_range(minute(s), minute(e), acc);
         }
     }
 }
@@ -211,14 +261,14 @@ impl<C: Cell> Series<C> {
         match self.days.get_mut(&day) {
             Some(d) => {
                 d.total.merge(cell);
-                upsert(&mut d.hours, hour, cell);
-                upsert(&mut d.minutes, in_day, cell);
+                d.hours.upsert(hour, cell);
+                d.minutes.upsert(in_day, cell);
             }
             None => {
                 let d = Day {
                     total: cell.clone(),
-                    hours: vec![(hour, cell.clone())],
-                    minutes: vec![(in_day, cell.clone())],
+                    hours: Buckets::one(hour, cell),
+                    minutes: Buckets::one(in_day, cell),
                 };
                 self.days.insert(day, d);
             }

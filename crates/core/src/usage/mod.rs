@@ -24,6 +24,7 @@ use std::fmt::Write as _;
 
 use jiff::tz::TimeZone;
 use rust_decimal::Decimal;
+use xxhash_rust::xxh3::xxh3_128;
 
 use self::cells::{Cell, CountCell, LatestCell, MaxCell, MinCell, Series, SumCell, UniqueCell};
 pub use self::error::UsageError;
@@ -118,8 +119,9 @@ fn insert_sorted(keys: &mut Vec<u32>, key: u32) {
 /// Strings to dense ids, so that rollups hold 4-byte keys.
 #[derive(Default, Debug)]
 struct Interner {
-    ids: HashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
+    /// Each string is allocated once and shared by both directions.
+    ids: HashMap<std::sync::Arc<str>, u32>,
+    names: Vec<std::sync::Arc<str>>,
 }
 
 impl Interner {
@@ -128,8 +130,9 @@ impl Interner {
             return *id;
         }
         let id = u32::try_from(self.names.len()).unwrap_or_else(|_| panic!("interner full"));
-        self.ids.insert(s.into(), id);
-        self.names.push(s.into());
+        let shared: std::sync::Arc<str> = s.into();
+        self.ids.insert(std::sync::Arc::clone(&shared), id);
+        self.names.push(shared);
         id
     }
 
@@ -224,7 +227,9 @@ pub struct Rollup {
     meter: Meter,
     subjects: Interner,
     groups: Interner,
-    values: Interner,
+    /// Distinct-value keys of `unique_count`, by their 128-bit hash: the values themselves are
+    /// never shown, only counted, and at 10^10 values a collision has a chance below 10^-18.
+    values: HashMap<u128, u32>,
     cells: Cells,
     groups_of_subject: HashMap<u32, Vec<u32>>,
     stats: RollupStats,
@@ -258,7 +263,7 @@ impl Rollup {
             meter,
             subjects: Interner::default(),
             groups,
-            values: Interner::default(),
+            values: HashMap::default(),
             cells,
             groups_of_subject: HashMap::default(),
             stats: RollupStats::default(),
@@ -322,8 +327,9 @@ impl Rollup {
                 },
             ),
             (Cells::Unique(s), Reading::Key(k)) => {
-                let id = self.values.intern(&k);
-                add(s, key, minute, &UniqueCell(vec![id]))
+                let next = u32::try_from(self.values.len()).unwrap_or_else(|_| panic!("4G values"));
+                let id = *self.values.entry(xxh3_128(k.as_bytes())).or_insert(next);
+                add(s, key, minute, &UniqueCell::One(id))
             }
             (cells, reading) => panic!("meter cells {cells:?} got reading {reading:?}"),
         };
