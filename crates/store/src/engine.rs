@@ -28,9 +28,10 @@ use tollgate_core::event::{self, Event, EventError};
 use tollgate_core::limits::{ACCEPTANCE_WINDOW_MS_DEFAULT, METERS_MAX};
 use tollgate_core::meter::{Meter, MeterSlug};
 use tollgate_core::time::{Clock, UnixMs};
-use tollgate_core::usage::{Rollup, RollupStats, UsageError, UsageQuery, UsageRow};
+use tollgate_core::usage::{RollupStats, UsageError, UsageQuery, UsageRow};
 
 use crate::frames::{self, FrameBuilder};
+use crate::usage::{MeterUsage, ROLLUP_SHARDS, shard_of};
 use crate::{Metrics, StoreError, meters};
 
 /// Most events the writer puts into one group commit.
@@ -86,6 +87,8 @@ pub struct BatchOutcome {
 
 struct PreparedEvent {
     index: usize,
+    /// The rollup shard of its subject, worked out while preparing.
+    shard: usize,
     span: Range<usize>,
     event: Event,
     key: IdentityKey,
@@ -124,6 +127,7 @@ impl PreparedBatch {
                     let fp = dedup::fingerprint(&event);
                     events.push(PreparedEvent {
                         index,
+                        shard: shard_of(event.subject.as_str()),
                         span,
                         event,
                         key,
@@ -210,7 +214,7 @@ enum Command {
 }
 
 /// A meter and its usage, shared between the writer and readers.
-pub type SharedRollup = Arc<RwLock<Rollup>>;
+pub type SharedRollup = Arc<MeterUsage>;
 type RollupMap = Arc<RwLock<BTreeMap<MeterSlug, SharedRollup>>>;
 
 /// Why a meter change was refused.
@@ -273,9 +277,9 @@ impl Engine {
         let conn = crate::open_db(&dir)?;
         let now = clock.now();
         let cutoff = UnixMs(now.0.saturating_sub(config.acceptance_window_ms));
-        let mut rollups: Vec<Rollup> = meters::load_all(&conn)?
+        let mut rollups: Vec<MeterUsage> = meters::load_all(&conn)?
             .into_iter()
-            .map(Rollup::new)
+            .map(MeterUsage::new)
             .collect();
         let mut index = Index::new();
         replay(&conn, Some(&mut index), &mut rollups)?;
@@ -287,7 +291,7 @@ impl Engine {
         let map: RollupMap = Arc::new(RwLock::new(
             rollups
                 .into_iter()
-                .map(|r| (r.meter().slug.clone(), Arc::new(RwLock::new(r))))
+                .map(|r| (r.meter().slug.clone(), Arc::new(r)))
                 .collect(),
         ));
         let (tx, rx) = crossbeam_channel::bounded(WRITER_QUEUE_BATCHES_MAX);
@@ -422,8 +426,7 @@ impl Engine {
 
     /// A meter and its counters.
     pub fn meter(&self, slug: &MeterSlug) -> Option<MeterInfo> {
-        let rollup = self.rollups.read().get(slug).cloned()?;
-        let r = rollup.read();
+        let r = self.rollups.read().get(slug).cloned()?;
         Some(MeterInfo {
             meter: r.meter().clone(),
             stats: r.stats(),
@@ -434,12 +437,9 @@ impl Engine {
     pub fn meters(&self) -> Vec<MeterInfo> {
         let all: Vec<SharedRollup> = self.rollups.read().values().cloned().collect();
         all.iter()
-            .map(|r| {
-                let r = r.read();
-                MeterInfo {
-                    meter: r.meter().clone(),
-                    stats: r.stats(),
-                }
+            .map(|r| MeterInfo {
+                meter: r.meter().clone(),
+                stats: r.stats(),
             })
             .collect()
     }
@@ -452,7 +452,7 @@ impl Engine {
             .get(slug)
             .cloned()
             .ok_or_else(|| QueryError::MeterNotFound(slug.to_string()))?;
-        let rows = rollup.read().query(query)?;
+        let rows = rollup.query(query)?;
         Ok(rows)
     }
 
@@ -497,7 +497,7 @@ pub enum SubmitError {
 fn replay(
     conn: &Connection,
     mut index: Option<&mut Index>,
-    rollups: &mut [Rollup],
+    rollups: &mut [MeterUsage],
 ) -> Result<u64, StoreError> {
     let mut events = 0u64;
     frames::for_each_frame(conn, |frame| {
@@ -513,7 +513,7 @@ fn replay(
                 let event = Event::parse(raw, time)
                     .map_err(|e| StoreError::Corrupt(format!("stored event {seq}: {e}")))?;
                 for rollup in rollups.iter_mut() {
-                    rollup.apply(&event, seq);
+                    rollup.apply_mut(&event, seq);
                 }
                 Ok(())
             })?;
@@ -574,17 +574,21 @@ fn apply_to_rollups(
     first_seq: u64,
 ) {
     let rollups: Vec<SharedRollup> = rollups.read().values().cloned().collect();
-    for rollup in rollups {
-        let mut rollup = rollup.write();
-        let mut seq = first_seq;
-        for ((batch, _), vs) in group.iter().zip(verdicts) {
-            for (ev, v) in batch.events.iter().zip(vs) {
-                if *v == Verdict::Accepted {
-                    rollup.apply(&ev.event, seq);
-                    seq += 1;
-                }
+    if rollups.is_empty() {
+        return;
+    }
+    let mut by_shard: Vec<Vec<(&Event, u64)>> = vec![Vec::new(); ROLLUP_SHARDS];
+    let mut seq = first_seq;
+    for ((batch, _), vs) in group.iter().zip(verdicts) {
+        for (ev, v) in batch.events.iter().zip(vs) {
+            if *v == Verdict::Accepted {
+                by_shard[ev.shard].push((&ev.event, seq));
+                seq += 1;
             }
         }
+    }
+    for rollup in rollups {
+        rollup.apply_sharded(&by_shard);
     }
 }
 
@@ -758,14 +762,11 @@ impl Writer {
 
     fn put_meter(&mut self, meter: Meter) -> Result<bool, StoreError> {
         let slug = meter.slug.clone();
-        let mut built = [Rollup::new(meter)];
+        let mut built = [MeterUsage::new(meter)];
         replay(&self.conn, None, &mut built)?;
         let [rollup] = built;
         meters::upsert(&self.conn, rollup.meter(), self.clock.now())?;
-        let previous = self
-            .rollups
-            .write()
-            .insert(slug, Arc::new(RwLock::new(rollup)));
+        let previous = self.rollups.write().insert(slug, Arc::new(rollup));
         Ok(previous.is_none())
     }
 }

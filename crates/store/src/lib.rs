@@ -17,6 +17,7 @@ pub mod keys;
 mod meters;
 pub mod metrics;
 mod schema;
+pub mod usage;
 
 pub use self::engine::{BatchOutcome, Engine, EngineConfig, ItemError, PreparedBatch};
 pub use self::error::StoreError;
