@@ -1,24 +1,26 @@
 //! The `tollgate` binary: configuration, CLI, wiring and shutdown.
 //!
 //! Every command that opens a store takes `--data-dir` (default `./tollgate-data`). Exit codes:
-//! 0 success; 1 failure (bad input, storage error); 3 `import` finished but some events were
-//! rejected or conflicted (all others are stored).
+//! 0 success; 1 failure (bad input, storage error); 3 `import` or `loadgen` finished but some
+//! events were rejected or conflicted (all others are stored).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
 mod config;
 mod demo;
 mod import;
+mod loadgen;
 mod serve;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc: events are allocated by the thread that parses them and freed by the writer;
-/// glibc's per-arena locks serialised the two threads on exactly that pattern.
+/// jemalloc: events are allocated by the thread that parses them and freed by another; glibc's
+/// per-arena locks serialised the threads on exactly that pattern, and mimalloc's eager return
+/// of pages to the OS made the kernel zero the same memory over and over.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
