@@ -28,7 +28,7 @@ use tollgate_core::event::{self, Event, EventError};
 use tollgate_core::limits::{ACCEPTANCE_WINDOW_MS_DEFAULT, METERS_MAX};
 use tollgate_core::meter::{Meter, MeterSlug};
 use tollgate_core::time::{Clock, UnixMs};
-use tollgate_core::usage::{RollupStats, UsageError, UsageQuery, UsageRow};
+use tollgate_core::usage::{Observed, RollupStats, UsageError, UsageQuery, UsageRow};
 
 use crate::frames::{self, FrameBuilder};
 use crate::usage::{MeterUsage, ROLLUP_SHARDS, shard_of};
@@ -87,6 +87,9 @@ pub struct BatchOutcome {
 
 struct PreparedEvent {
     index: usize,
+    /// What each meter (in slug order, under the batch's epoch) reads from the event, worked
+    /// out while the event's data is still in cache.
+    observed: Vec<Observed>,
     /// The rollup shard of its subject, worked out while preparing.
     shard: usize,
     span: Range<usize>,
@@ -101,17 +104,20 @@ pub struct PreparedBatch {
     body: String,
     events: Vec<PreparedEvent>,
     rejected: Vec<ItemError>,
+    /// The meter epoch the observations were made under.
+    epoch: u64,
 }
 
 impl PreparedBatch {
     /// Parses and validates the events at `spans` of `body` (each span one event's JSON text,
     /// with the index the client knows it by),
     /// against the acceptance window around `now`. Invalid events become errors; the rest go on.
-    pub fn new(
+    fn new(
         body: String,
         spans: Vec<(usize, Range<usize>)>,
         now: UnixMs,
         window_ms: i64,
+        (epoch, meters): (u64, Vec<SharedRollup>),
     ) -> Self {
         let mut events = Vec::with_capacity(spans.len());
         let mut rejected = Vec::new();
@@ -125,8 +131,13 @@ impl PreparedBatch {
                 Ok(event) => {
                     let key = dedup::identity(&event);
                     let fp = dedup::fingerprint(&event);
+                    let observed = meters
+                        .iter()
+                        .map(|m| Observed::of(m.meter(), &event))
+                        .collect();
                     events.push(PreparedEvent {
                         index,
+                        observed,
                         shard: shard_of(event.subject.as_str()),
                         span,
                         event,
@@ -141,6 +152,7 @@ impl PreparedBatch {
             body,
             events,
             rejected,
+            epoch,
         }
     }
 
@@ -215,7 +227,21 @@ enum Command {
 
 /// A meter and its usage, shared between the writer and readers.
 pub type SharedRollup = Arc<MeterUsage>;
-type RollupMap = Arc<RwLock<BTreeMap<MeterSlug, SharedRollup>>>;
+type RollupMap = Arc<RwLock<MeterMap>>;
+
+/// Every meter's usage, and an epoch that changes whenever a meter is created, replaced or
+/// deleted (observations made under another epoch are not used).
+#[derive(Default)]
+struct MeterMap {
+    epoch: u64,
+    by_slug: BTreeMap<MeterSlug, SharedRollup>,
+}
+
+impl MeterMap {
+    fn snapshot(&self) -> (u64, Vec<SharedRollup>) {
+        (self.epoch, self.by_slug.values().cloned().collect())
+    }
+}
 
 /// Why a meter change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -288,12 +314,13 @@ impl Engine {
             .dedup_identities
             .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
         let next_seq = frames::next_event_seq(&conn)?;
-        let map: RollupMap = Arc::new(RwLock::new(
-            rollups
+        let map: RollupMap = Arc::new(RwLock::new(MeterMap {
+            epoch: 0,
+            by_slug: rollups
                 .into_iter()
                 .map(|r| (r.meter().slug.clone(), Arc::new(r)))
                 .collect(),
-        ));
+        }));
         let (tx, rx) = crossbeam_channel::bounded(WRITER_QUEUE_BATCHES_MAX);
         let writer = Writer {
             conn,
@@ -349,11 +376,13 @@ impl Engine {
 
     /// Prepares a batch against this engine's clock and window.
     pub fn prepare(&self, body: String, spans: Vec<(usize, Range<usize>)>) -> PreparedBatch {
+        let meters = self.rollups.read().snapshot();
         PreparedBatch::new(
             body,
             spans,
             self.clock.now(),
             self.config.acceptance_window_ms,
+            meters,
         )
     }
 
@@ -402,8 +431,8 @@ impl Engine {
     /// Creates or replaces a meter; a new definition is backfilled from every stored event
     /// before it becomes visible. Returns true when the meter is new.
     pub fn put_meter_blocking(&self, meter: Meter) -> Result<bool, MeterChangeError> {
-        let exists = self.rollups.read().contains_key(&meter.slug);
-        if !exists && self.rollups.read().len() >= METERS_MAX {
+        let exists = self.rollups.read().by_slug.contains_key(&meter.slug);
+        if !exists && self.rollups.read().by_slug.len() >= METERS_MAX {
             return Err(MeterChangeError::TooMany { max: METERS_MAX });
         }
         let (reply, rx) = oneshot::channel();
@@ -426,7 +455,7 @@ impl Engine {
 
     /// A meter and its counters.
     pub fn meter(&self, slug: &MeterSlug) -> Option<MeterInfo> {
-        let r = self.rollups.read().get(slug).cloned()?;
+        let r = self.rollups.read().by_slug.get(slug).cloned()?;
         Some(MeterInfo {
             meter: r.meter().clone(),
             stats: r.stats(),
@@ -435,7 +464,7 @@ impl Engine {
 
     /// Every meter, by slug.
     pub fn meters(&self) -> Vec<MeterInfo> {
-        let all: Vec<SharedRollup> = self.rollups.read().values().cloned().collect();
+        let all: Vec<SharedRollup> = self.rollups.read().by_slug.values().cloned().collect();
         all.iter()
             .map(|r| MeterInfo {
                 meter: r.meter().clone(),
@@ -449,6 +478,7 @@ impl Engine {
         let rollup = self
             .rollups
             .read()
+            .by_slug
             .get(slug)
             .cloned()
             .ok_or_else(|| QueryError::MeterNotFound(slug.to_string()))?;
@@ -573,22 +603,30 @@ fn apply_to_rollups(
     verdicts: &[Vec<Verdict>],
     first_seq: u64,
 ) {
-    let rollups: Vec<SharedRollup> = rollups.read().values().cloned().collect();
+    let (epoch, rollups) = rollups.read().snapshot();
     if rollups.is_empty() {
         return;
     }
-    let mut by_shard: Vec<Vec<(&Event, u64)>> = vec![Vec::new(); ROLLUP_SHARDS];
+    let mut by_shard: Vec<Vec<(&PreparedEvent, u64, bool)>> = vec![Vec::new(); ROLLUP_SHARDS];
     let mut seq = first_seq;
     for ((batch, _), vs) in group.iter().zip(verdicts) {
+        let fresh = batch.epoch == epoch;
         for (ev, v) in batch.events.iter().zip(vs) {
             if *v == Verdict::Accepted {
-                by_shard[ev.shard].push((&ev.event, seq));
+                by_shard[ev.shard].push((ev, seq, fresh));
                 seq += 1;
             }
         }
     }
-    for rollup in rollups {
-        rollup.apply_sharded(&by_shard);
+    for (i, rollup) in rollups.iter().enumerate() {
+        rollup.apply_sharded(&by_shard, |r, (ev, seq, fresh)| {
+            match ev.observed.get(i).filter(|_| *fresh) {
+                Some(observed) => {
+                    r.apply_observed(ev.event.subject.as_str(), ev.event.time, *seq, observed);
+                }
+                None => r.apply(&ev.event, *seq),
+            }
+        });
     }
 }
 
@@ -680,7 +718,9 @@ impl Writer {
                     self.drain_apply();
                     let result = meters::delete(&self.conn, &slug);
                     if matches!(result, Ok(true)) {
-                        self.rollups.write().remove(&slug);
+                        let mut map = self.rollups.write();
+                        map.by_slug.remove(&slug);
+                        map.epoch += 1;
                     }
                     let _ = reply.send(result);
                 }
@@ -766,7 +806,9 @@ impl Writer {
         replay(&self.conn, None, &mut built)?;
         let [rollup] = built;
         meters::upsert(&self.conn, rollup.meter(), self.clock.now())?;
-        let previous = self.rollups.write().insert(slug, Arc::new(rollup));
+        let mut map = self.rollups.write();
+        let previous = map.by_slug.insert(slug, Arc::new(rollup));
+        map.epoch += 1;
         Ok(previous.is_none())
     }
 }

@@ -59,15 +59,16 @@ impl MeterUsage {
             .apply(event, seq);
     }
 
-    /// Applies events already sorted into shards: `by_shard[s]` holds shard `s`'s events.
-    pub fn apply_sharded(&self, by_shard: &[Vec<(&Event, u64)>]) {
-        for (shard, events) in self.shards.iter().zip(by_shard) {
-            if events.is_empty() {
+    /// Applies work already sorted into shards: `by_shard[s]` holds shard `s`'s items, each
+    /// applied by `apply` under that shard's lock (taken once per shard).
+    pub fn apply_sharded<T>(&self, by_shard: &[Vec<T>], mut apply: impl FnMut(&mut Rollup, &T)) {
+        for (shard, items) in self.shards.iter().zip(by_shard) {
+            if items.is_empty() {
                 continue;
             }
             let mut rollup = shard.write();
-            for (event, seq) in events {
-                rollup.apply(event, *seq);
+            for item in items {
+                apply(&mut rollup, item);
             }
         }
     }

@@ -95,6 +95,12 @@ pub enum Command {
     },
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// Send an NDJSON file to a running server and measure throughput and latency.
+    ///
+    /// Batches of whole lines go to POST /v1/events over keep-alive connections; 503 answers
+    /// are retried. Prints events/s, latency percentiles per batch and the verdict totals.
+    /// Example: tollgate loadgen --url http://127.0.0.1:8080 --key "$KEY" --file events.ndjson
+    Loadgen(crate::loadgen::LoadgenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +218,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Usage(args) => usage(args),
         Command::Meters { command } => meters(command),
         Command::Keys { command } => keys(command),
+        Command::Loadgen(args) => crate::loadgen::run(args),
         Command::Openapi => {
             print!("{}", tollgate_api::openapi::document_json());
             Ok(ExitCode::SUCCESS)

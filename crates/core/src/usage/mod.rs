@@ -186,6 +186,67 @@ pub struct RollupStats {
     pub skipped: u64,
 }
 
+/// What one meter read from one event, owned and compact: the group as its interned-key text,
+/// numbers as decimals, distinct-count values as their 128-bit hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// Not this meter's event.
+    NotMatched,
+    /// Matched, but no usable value.
+    Skipped,
+    /// Counts.
+    Counted {
+        /// The group key (`None` for a meter without dimensions).
+        group: Option<Box<str>>,
+        /// The reading.
+        reading: ObservedReading,
+    },
+}
+
+/// The value part of [`Observed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObservedReading {
+    /// `count`.
+    One,
+    /// A number.
+    Number(Decimal),
+    /// A distinct-value key, hashed.
+    Key(u128),
+}
+
+impl Observed {
+    /// Reads one event with one meter.
+    pub fn of(meter: &Meter, event: &Event) -> Observed {
+        let (group, reading) = match meter.observe(event) {
+            Observation::NotMatched => return Observed::NotMatched,
+            Observation::Skipped => return Observed::Skipped,
+            Observation::Counted { group, reading } => (group, reading),
+        };
+        let group = if group.is_empty() {
+            None
+        } else {
+            let mut key = String::new();
+            for value in &group {
+                match value {
+                    Some(v) => {
+                        // Writing to a String cannot fail.
+                        let _ = write!(key, "{}:", v.len());
+                        key.push_str(v);
+                    }
+                    None => key.push(GROUP_ABSENT),
+                }
+            }
+            Some(key.into_boxed_str())
+        };
+        let reading = match reading {
+            Reading::One => ObservedReading::One,
+            Reading::Number(n) => ObservedReading::Number(n),
+            Reading::Key(k) => ObservedReading::Key(xxh3_128(k.as_bytes())),
+        };
+        Observed::Counted { group, reading }
+    }
+}
+
 /// Marks an absent value in an interned group key. A present value is written as its byte
 /// length, `:` and its text, so that no value text (separators, control characters, this
 /// marker) can be mistaken for the boundary between two values.
@@ -233,7 +294,6 @@ pub struct Rollup {
     cells: Cells,
     groups_of_subject: HashMap<u32, Vec<u32>>,
     stats: RollupStats,
-    key_buf: String,
     /// The group id of meters without dimensions (interned once).
     no_group: u32,
 }
@@ -267,7 +327,6 @@ impl Rollup {
             cells,
             groups_of_subject: HashMap::default(),
             stats: RollupStats::default(),
-            key_buf: String::new(),
             no_group,
         }
     }
@@ -284,51 +343,46 @@ impl Rollup {
 
     /// Applies one accepted event. `seq` is its ingest sequence (orders `latest`).
     pub fn apply(&mut self, event: &Event, seq: u64) {
-        let (group, reading) = match self.meter.observe(event) {
-            Observation::NotMatched => return,
-            Observation::Skipped => {
+        let observed = Observed::of(&self.meter, event);
+        self.apply_observed(event.subject.as_str(), event.time, seq, &observed);
+    }
+
+    /// Applies what [`Observed::of`] read from an event with this rollup's meter (the engine
+    /// reads it where the event is parsed, while its data is still in cache).
+    pub fn apply_observed(&mut self, subject: &str, time: UnixMs, seq: u64, observed: &Observed) {
+        let (group, reading) = match observed {
+            Observed::NotMatched => return,
+            Observed::Skipped => {
                 self.stats.skipped += 1;
                 return;
             }
-            Observation::Counted { group, reading } => (group, reading),
+            Observed::Counted { group, reading } => (group, reading),
         };
-        let group_id = if group.is_empty() {
-            self.no_group
-        } else {
-            self.key_buf.clear();
-            for value in &group {
-                match value {
-                    Some(v) => {
-                        // Writing to a String cannot fail.
-                        let _ = write!(self.key_buf, "{}:", v.len());
-                        self.key_buf.push_str(v);
-                    }
-                    None => self.key_buf.push(GROUP_ABSENT),
-                }
-            }
-            self.groups.intern(&self.key_buf)
+        let group_id = match group {
+            None => self.no_group,
+            Some(key) => self.groups.intern(key),
         };
-        let subject_id = self.subjects.intern(event.subject.as_str());
+        let subject_id = self.subjects.intern(subject);
         let key = (subject_id, group_id);
-        let minute = event.time.minute();
+        let minute = time.minute();
         let created = match (&mut self.cells, reading) {
             (Cells::Count(s), _) => add(s, key, minute, &CountCell(1)),
-            (Cells::Sum(s), Reading::Number(n)) => add(s, key, minute, &SumCell(n)),
-            (Cells::Max(s), Reading::Number(n)) => add(s, key, minute, &MaxCell(n)),
-            (Cells::Min(s), Reading::Number(n)) => add(s, key, minute, &MinCell(n)),
-            (Cells::Latest(s), Reading::Number(n)) => add(
+            (Cells::Sum(s), ObservedReading::Number(n)) => add(s, key, minute, &SumCell(*n)),
+            (Cells::Max(s), ObservedReading::Number(n)) => add(s, key, minute, &MaxCell(*n)),
+            (Cells::Min(s), ObservedReading::Number(n)) => add(s, key, minute, &MinCell(*n)),
+            (Cells::Latest(s), ObservedReading::Number(n)) => add(
                 s,
                 key,
                 minute,
                 &LatestCell {
-                    time: event.time.0,
+                    time: time.0,
                     seq,
-                    value: n,
+                    value: *n,
                 },
             ),
-            (Cells::Unique(s), Reading::Key(k)) => {
+            (Cells::Unique(s), ObservedReading::Key(hash)) => {
                 let next = u32::try_from(self.values.len()).unwrap_or_else(|_| panic!("4G values"));
-                let id = *self.values.entry(xxh3_128(k.as_bytes())).or_insert(next);
+                let id = *self.values.entry(*hash).or_insert(next);
                 add(s, key, minute, &UniqueCell::One(id))
             }
             (cells, reading) => panic!("meter cells {cells:?} got reading {reading:?}"),
