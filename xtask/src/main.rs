@@ -1,6 +1,10 @@
-//! Project tasks: `cargo xtask ci` (the whole test suite, installing what it needs) and
-//! `cargo xtask openapi` (regenerates docs/openapi.json).
+//! Project tasks: `cargo xtask ci` (the whole test suite, installing what it needs),
+//! `cargo xtask openapi` (regenerates docs/openapi.json) and `cargo xtask bench` (ingest and
+//! query figures beside PostgreSQL and SQLite, appended to docs/BENCHMARKS.md).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +30,23 @@ enum Task {
     Openapi,
     /// Create the Python venv the tests use (target/venv, numpy for the data generator).
     Venv,
+    /// Measure ingest and queries (Tollgate import, HTTP, PostgreSQL, SQLite), check every
+    /// answer against expected.json, and append the table to docs/BENCHMARKS.md.
+    ///
+    /// Needs PostgreSQL on 127.0.0.1:5432 (user postgres) for the baseline part.
+    Bench(bench::BenchArgs),
+    /// Kill -9 the server again and again under load; print kills, batches, lost, double-counted.
+    Soak {
+        /// How many times to kill the server.
+        #[arg(long, default_value_t = 1000)]
+        kills: u32,
+        /// Seed of every random choice (printed; replays a failure).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Internal: the SQLite baseline of `bench`, run by it in an optimized build of xtask.
+    #[command(hide = true)]
+    BenchSqlite(bench::sqlite::ChildArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +57,9 @@ fn main() -> anyhow::Result<()> {
         Task::Ci => ci(&root),
         Task::Openapi => openapi(&root),
         Task::Venv => venv(&root).map(|_| ()),
+        Task::Bench(args) => bench::run(&root, args),
+        Task::BenchSqlite(args) => bench::sqlite::child(&args),
+        Task::Soak { kills, seed } => soak::soak(&root, kills, seed),
     }
 }
 

@@ -481,6 +481,7 @@ fn help_of_every_command() {
         &[],
         &["serve"],
         &["import"],
+        &["loadgen"],
         &["usage"],
         &["meters"],
         &["meters", "list"],

@@ -1,6 +1,5 @@
 //! `GET /v1/meters/{slug}/usage`: usage by window, time zone and dimension.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use jiff::tz::TimeZone;
@@ -13,7 +12,7 @@ use tollgate_store::Scope;
 use super::blocking;
 use crate::ApiError;
 use crate::auth::authorize;
-use crate::convert::{time_text, usage_row};
+use crate::convert::{time_text, usage_rows};
 use crate::types::{ErrorResponse, UsageResponse};
 
 /// Parameters of a usage query, as parsed from the query string.
@@ -157,7 +156,7 @@ pub(crate) async fn query(
     Path(slug_text): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-) -> Result<Json<UsageResponse>, ApiError> {
+) -> Result<impl axum::response::IntoResponse, ApiError> {
     authorize(&state, &headers, Scope::Read)?;
     let slug =
         MeterSlug::parse(&slug_text).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
@@ -171,13 +170,29 @@ pub(crate) async fn query(
     )?;
     let (from, to) = (q.from, q.to);
     let st = state.clone();
-    let rows = blocking(move || Ok(st.engine.usage(&slug, &q)?)).await?;
-    Ok(Json(UsageResponse {
-        meter: slug_text,
-        from: time_text(from),
-        to: time_text(to),
-        window_size,
-        time_zone: tz_name,
-        data: rows.into_iter().map(usage_row).collect(),
-    }))
+    // Querying, converting and serialising a large answer (300k rows) all happen off the
+    // async workers.
+    let body = blocking(move || {
+        let rows = st.engine.usage(&slug, &q)?;
+        let response = UsageResponse {
+            meter: slug_text,
+            from: time_text(from),
+            to: time_text(to),
+            window_size,
+            time_zone: tz_name,
+            data: usage_rows(rows),
+        };
+        serde_json::to_vec(&response).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                e.to_string(),
+            )
+        })
+    })
+    .await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    ))
 }
