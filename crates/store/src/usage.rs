@@ -79,19 +79,43 @@ impl MeterUsage {
             Some(s) => vec![&self.shards[shard_of(s.as_str())]],
             None => self.shards.iter().collect(),
         };
-        let mut rows = Vec::new();
+        let mut parts: Vec<std::vec::IntoIter<UsageRow>> = Vec::with_capacity(shards.len());
+        let mut total = 0usize;
         for shard in shards {
             let part = shard.read().query(q)?;
-            if rows.len() + part.len() > USAGE_ROWS_MAX {
+            total += part.len();
+            if total > USAGE_ROWS_MAX {
                 return Err(UsageError::TooManyRows {
                     max: USAGE_ROWS_MAX,
                 });
             }
-            rows.extend(part);
+            parts.push(part.into_iter());
         }
-        // Each subject's rows come from one shard, already in order: a stable sort by subject
-        // interleaves the shards and keeps that order.
-        rows.sort_by(|a, b| a.subject.cmp(&b.subject));
-        Ok(rows)
+        Ok(merge_by_subject(parts, total))
     }
+}
+
+/// Merges shards' answers, each ordered by subject with every subject in one shard only, into
+/// one answer ordered by subject (a k-way merge: the parts are long sorted runs).
+fn merge_by_subject(mut parts: Vec<std::vec::IntoIter<UsageRow>>, total: usize) -> Vec<UsageRow> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut rows = Vec::with_capacity(total);
+    let mut heads: Vec<Option<UsageRow>> = parts.iter_mut().map(Iterator::next).collect();
+    let mut heap: BinaryHeap<Reverse<(String, usize)>> = heads
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.as_ref().map(|r| Reverse((r.subject.clone(), i))))
+        .collect();
+    while let Some(Reverse((subject, i))) = heap.pop() {
+        // Take this shard's whole run of rows for the subject.
+        while let Some(row) = heads[i].take_if(|r| r.subject == subject) {
+            rows.push(row);
+            heads[i] = parts[i].next();
+        }
+        if let Some(next) = &heads[i] {
+            heap.push(Reverse((next.subject.clone(), i)));
+        }
+    }
+    rows
 }

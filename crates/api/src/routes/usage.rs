@@ -174,6 +174,8 @@ pub(crate) async fn query(
     // async workers.
     let body = blocking(move || {
         let rows = st.engine.usage(&slug, &q)?;
+        // About 130 bytes per row: one allocation instead of a doubling series.
+        let mut out: Vec<u8> = Vec::with_capacity(256 + rows.len() * 140);
         let response = UsageResponse {
             meter: slug_text,
             from: time_text(from),
@@ -182,13 +184,14 @@ pub(crate) async fn query(
             time_zone: tz_name,
             data: usage_rows(rows),
         };
-        serde_json::to_vec(&response).map_err(|e| {
+        serde_json::to_writer(&mut out, &response).map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 e.to_string(),
             )
-        })
+        })?;
+        Ok(out)
     })
     .await?;
     Ok((

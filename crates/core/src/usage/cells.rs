@@ -275,16 +275,38 @@ impl<C: Cell> Series<C> {
         }
     }
 
-    /// Folds the minutes `[s, e)` into `acc`.
-    pub(crate) fn fold(&self, s: i64, e: i64, acc: &mut Option<C>) {
-        if s >= e {
+    /// Folds each window `[s, e)` (minutes, sorted, not overlapping) into its accumulator,
+    /// walking the days of the whole span once instead of searching the tree per window.
+    pub(crate) fn fold_windows(&self, windows: &[(i64, i64)], accs: &mut [Option<C>]) {
+        let (Some(first), Some(last)) = (windows.first(), windows.last()) else {
+            return;
+        };
+        if first.0 >= last.1 {
             return;
         }
-        let first_day = s.div_euclid(MINUTES_PER_DAY);
-        let last_day = (e - 1).div_euclid(MINUTES_PER_DAY);
+        let first_day = first.0.div_euclid(MINUTES_PER_DAY);
+        let last_day = (last.1 - 1).div_euclid(MINUTES_PER_DAY);
+        let mut w = 0usize;
         for (d, day) in self.days.range(first_day..=last_day) {
-            let start = d * MINUTES_PER_DAY;
-            day.fold(s - start, e - start, acc);
+            let day_start = d * MINUTES_PER_DAY;
+            let day_end = day_start + MINUTES_PER_DAY;
+            // Skip windows that end before this day.
+            while w < windows.len() && windows[w].1 <= day_start {
+                w += 1;
+            }
+            // Every window overlapping this day gets its part of it.
+            let mut k = w;
+            while k < windows.len() && windows[k].0 < day_end {
+                let (s, e) = windows[k];
+                if let Some(acc) = accs.get_mut(k) {
+                    day.fold(
+                        s.max(day_start) - day_start,
+                        e.min(day_end) - day_start,
+                        acc,
+                    );
+                }
+                k += 1;
+            }
         }
     }
 }

@@ -301,6 +301,8 @@ pub struct Rollup {
 /// What a query reads, worked out once before dispatching on the cell type.
 struct QueryPlan<'a> {
     windows: Vec<(UnixMs, UnixMs)>,
+    /// The windows in minutes since the epoch.
+    minutes: Vec<(i64, i64)>,
     names: Vec<&'a str>,
     keep: Vec<usize>,
     subject_ids: Vec<u32>,
@@ -418,7 +420,12 @@ impl Rollup {
         };
         // Rows come out in subject order without a sort of the rows themselves.
         subject_ids.sort_unstable_by(|a, b| self.subjects.name(*a).cmp(self.subjects.name(*b)));
+        let minutes = windows
+            .iter()
+            .map(|(s, e)| (s.minute(), e.minute()))
+            .collect();
         let plan = QueryPlan {
+            minutes,
             windows,
             names,
             keep,
@@ -459,9 +466,7 @@ impl Rollup {
                 let accs = projected
                     .entry(key)
                     .or_insert_with(|| vec![None; plan.windows.len()]);
-                for ((start, end), acc) in plan.windows.iter().zip(accs.iter_mut()) {
-                    series.fold(start.minute(), end.minute(), acc);
-                }
+                series.fold_windows(&plan.minutes, accs);
             }
             let subject = self.subjects.name(*subject_id);
             for (key, accs) in projected {
