@@ -37,7 +37,8 @@ pub const JSON_PATH_BYTES_MAX: usize = 256;
 pub const METERS_MAX: usize = 1_000;
 /// Most event types one meter may list.
 pub const METER_EVENT_TYPES_MAX: usize = 64;
-/// Most rows one usage query may return; a larger answer is a 4xx asking for a narrower query.
-pub const USAGE_ROWS_MAX: usize = 200_000;
+/// Most rows one usage query may return (every customer × day of a month for 16,000 customers);
+/// a larger answer is a 4xx asking for a narrower query.
+pub const USAGE_ROWS_MAX: usize = 500_000;
 /// Most windows one usage query may span (e.g. minutes in a range).
 pub const USAGE_WINDOWS_MAX: usize = 100_000;

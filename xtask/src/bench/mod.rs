@@ -60,7 +60,7 @@ pub const BASELINE_CUSTOMER_BUDGET: Duration = Duration::from_secs(30);
 /// Repetitions of each whole-table query; the median is reported.
 pub const QUERY_REPEATS: usize = 5;
 /// Most rows one Tollgate usage answer may hold (`USAGE_ROWS_MAX` in crates/core/src/limits.rs).
-pub const USAGE_ROWS_MAX: u64 = 200_000;
+pub const USAGE_ROWS_MAX: u64 = tollgate_core::limits::USAGE_ROWS_MAX as u64;
 /// Customers the generator can produce (rows of a per-customer answer).
 pub const CUSTOMERS_MAX: u64 = 10_000;
 

@@ -599,7 +599,9 @@ fn too_many_rows() {
     let mut rollup = Rollup::new(test_meter(Aggregation::Count));
     let start = at("2026-01-01T00:00:00Z");
     let template = raw_event(0, "acme", "api.call", start, "{}");
-    let subjects: Vec<Subject> = (0..4)
+    // Enough subjects that the rows limit is reached before the windows limit.
+    let count = USAGE_ROWS_MAX / crate::limits::USAGE_WINDOWS_MAX + 4;
+    let subjects: Vec<Subject> = (0..count)
         .map(|i| Subject::parse(&format!("s{i}")).unwrap())
         .collect();
     let minutes = USAGE_ROWS_MAX / subjects.len() + 1;
@@ -623,13 +625,12 @@ fn too_many_rows() {
     );
     assert_eq!(err.code(), "usage_rows_max");
     let fewer = UnixMs(start.0 + (minutes as i64 - 1) * MINUTE_MS);
-    assert_eq!(
-        rollup
-            .query(&query(start, fewer, Some(WindowSize::Minute), "UTC"))
-            .unwrap()
-            .len(),
-        USAGE_ROWS_MAX
-    );
+    let rows = rollup
+        .query(&query(start, fewer, Some(WindowSize::Minute), "UTC"))
+        .unwrap()
+        .len();
+    assert_eq!(rows, (minutes - 1) * subjects.len());
+    assert!(rows <= USAGE_ROWS_MAX);
 }
 
 // ---- the naive reference ----
