@@ -828,28 +828,26 @@ fn outcome_of(batch: &PreparedBatch, verdicts: &[Verdict]) -> BatchOutcome {
     };
     out.errors = batch.rejected.clone();
     for (ev, v) in batch.events.iter().zip(verdicts) {
-        match v {
-            Verdict::Accepted => out.accepted += 1,
+        let message = match v {
+            Verdict::Accepted => {
+                out.accepted += 1;
+                continue;
+            }
             Verdict::Duplicate => {
                 out.duplicates += 1;
-                out.errors.push(ItemError {
-                    index: ev.index,
-                    id: Some(ev.event.id.to_string()),
-                    code: "duplicate",
-                    message: "already counted: same source and id, same payload".into(),
-                });
+                "already counted: same source and id, same payload"
             }
             Verdict::Conflict => {
                 out.conflicts += 1;
-                out.errors.push(ItemError {
-                    index: ev.index,
-                    id: Some(ev.event.id.to_string()),
-                    code: "conflict",
-                    message: "source and id were already counted with a different payload; the first stays"
-                        .into(),
-                });
+                "source and id were already counted with a different payload; the first stays"
             }
-        }
+        };
+        out.errors.push(ItemError {
+            index: ev.index,
+            id: Some(ev.event.id.to_string()),
+            code: v.code(),
+            message: message.into(),
+        });
     }
     out.errors.sort_by_key(|e| e.index);
     out
