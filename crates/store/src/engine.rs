@@ -523,33 +523,83 @@ pub enum SubmitError {
     Store(StoreError),
 }
 
+/// Stored events parsed and read by every meter, on their way from the parse thread to the
+/// apply thread of a replay.
+type ReplayChunk = Vec<(u64, Event, Vec<Observed>)>;
+
+/// Frames (or parsed chunks) in flight between the threads of a replay.
+const REPLAY_QUEUE_MAX: usize = 4;
+
 /// Replays every stored frame: identities into `index` (when given), events into `rollups`.
+///
+/// Three stages, as in ingest: this thread reads frames and rebuilds the index, a parse thread
+/// decompresses and parses events and reads them with every meter, an apply thread folds them
+/// into the rollups.
 fn replay(
     conn: &Connection,
     mut index: Option<&mut Index>,
     rollups: &mut [MeterUsage],
 ) -> Result<u64, StoreError> {
+    let meters: Vec<Meter> = rollups.iter().map(|r| r.meter().clone()).collect();
+    let need_events = !rollups.is_empty();
     let mut events = 0u64;
-    frames::for_each_frame(conn, |frame| {
-        if let Some(index) = index.as_deref_mut() {
-            let keys = frame.keys()?;
-            index.reserve(keys.len());
-            for (key, fp, time) in keys {
-                index.insert(key, fp, time);
-            }
-        }
-        if !rollups.is_empty() {
-            frame.for_each_event(|seq, time, raw| {
-                let event = Event::parse(raw, time)
-                    .map_err(|e| StoreError::Corrupt(format!("stored event {seq}: {e}")))?;
-                for rollup in rollups.iter_mut() {
-                    rollup.apply_mut(&event, seq);
+    std::thread::scope(|scope| -> Result<(), StoreError> {
+        let (frame_tx, frame_rx) =
+            crossbeam_channel::bounded::<frames::StoredFrame>(REPLAY_QUEUE_MAX);
+        let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ReplayChunk>(REPLAY_QUEUE_MAX);
+        let parser = scope.spawn(move || -> Result<(), StoreError> {
+            for frame in frame_rx {
+                let mut chunk = Vec::with_capacity(frame.event_count as usize);
+                frame.for_each_event(|seq, time, raw| {
+                    let event = Event::parse(raw, time)
+                        .map_err(|e| StoreError::Corrupt(format!("stored event {seq}: {e}")))?;
+                    let observed = meters.iter().map(|m| Observed::of(m, &event)).collect();
+                    chunk.push((seq, event, observed));
+                    Ok(())
+                })?;
+                if chunk_tx.send(chunk).is_err() {
+                    break;
                 }
-                Ok(())
-            })?;
+            }
+            Ok(())
+        });
+        let applier = scope.spawn(move || {
+            for chunk in chunk_rx {
+                for (seq, event, observed) in &chunk {
+                    for (rollup, o) in rollups.iter_mut().zip(observed) {
+                        rollup.apply_observed_mut(event, *seq, o);
+                    }
+                }
+            }
+        });
+        let read = frames::for_each_frame(conn, |frame| {
+            if let Some(index) = index.as_deref_mut() {
+                let keys = frame.keys()?;
+                index.reserve(keys.len());
+                for (key, fp, time) in keys {
+                    index.insert(key, fp, time);
+                }
+            }
+            events += u64::from(frame.event_count);
+            if need_events {
+                // A closed channel means the parse thread stopped on an error, reported below.
+                let _ = frame_tx.send(frame);
+            }
+            Ok(())
+        });
+        drop(frame_tx);
+        let parsed = parser.join().unwrap_or_else(|_| {
+            Err(StoreError::Corrupt(
+                "the replay parse thread panicked".into(),
+            ))
+        });
+        if applier.join().is_err() {
+            return Err(StoreError::Corrupt(
+                "the replay apply thread panicked".into(),
+            ));
         }
-        events += u64::from(frame.event_count);
-        Ok(())
+        parsed?;
+        read
     })?;
     Ok(events)
 }

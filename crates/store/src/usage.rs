@@ -9,7 +9,7 @@ use parking_lot::RwLock;
 use tollgate_core::event::Event;
 use tollgate_core::limits::USAGE_ROWS_MAX;
 use tollgate_core::meter::Meter;
-use tollgate_core::usage::{Rollup, RollupStats, UsageError, UsageQuery, UsageRow};
+use tollgate_core::usage::{Observed, Rollup, RollupStats, UsageError, UsageQuery, UsageRow};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Number of shards per meter.
@@ -52,11 +52,13 @@ impl MeterUsage {
         })
     }
 
-    /// Applies one event with exclusive access (replay, backfill: no lock taken).
-    pub fn apply_mut(&mut self, event: &Event, seq: u64) {
-        self.shards[shard_of(event.subject.as_str())]
+    /// Applies what the meter read from one event, with exclusive access (replay, backfill:
+    /// no lock taken).
+    pub fn apply_observed_mut(&mut self, event: &Event, seq: u64, observed: &Observed) {
+        let subject = event.subject.as_str();
+        self.shards[shard_of(subject)]
             .get_mut()
-            .apply(event, seq);
+            .apply_observed(subject, event.time, seq, observed);
     }
 
     /// Applies work already sorted into shards: `by_shard[s]` holds shard `s`'s items, each
