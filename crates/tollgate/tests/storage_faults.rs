@@ -12,12 +12,8 @@ use std::process::Command;
 use common::*;
 use serde_json::json;
 
-/// Runs `tollgate serve` as the unprivileged user `nobody`, so permission bits apply.
-#[test]
-fn a_read_only_data_dir_fails_at_start_with_a_clear_error() {
-    let dir = TestDir::new("readonly");
-    let data = dir.data("data");
-    // A real store first, then taken away from the user that will run the server.
+/// A real store with one meter, made by the CLI.
+fn create_store(data: &std::path::Path) {
     let out = run(&[
         "meters",
         "put",
@@ -28,6 +24,15 @@ fn a_read_only_data_dir_fails_at_start_with_a_clear_error() {
         r#"{"aggregation":"sum","value_path":"$.data.bytes"}"#,
     ]);
     assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// Runs `tollgate serve` as the unprivileged user `nobody`, so permission bits apply.
+#[test]
+fn a_read_only_data_dir_fails_at_start_with_a_clear_error() {
+    let dir = TestDir::new("readonly");
+    let data = dir.data("data");
+    // A real store first, then taken away from the user that will run the server.
+    create_store(&data);
     // nobody may reach the directory (and the binary) but not write in it.
     let mut p = data.clone();
     while let Some(parent) = p.parent() {
@@ -68,16 +73,7 @@ fn a_read_only_data_dir_fails_at_start_with_a_clear_error() {
 fn a_corrupt_database_file_fails_at_start_with_a_clear_error() {
     let dir = TestDir::new("corruptdb");
     let data = dir.data("data");
-    let out = run(&[
-        "meters",
-        "put",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "bytes",
-        "--json",
-        r#"{"aggregation":"sum","value_path":"$.data.bytes"}"#,
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
+    create_store(&data);
     let db = data.join("tollgate.db");
     let mut bytes = std::fs::read(&db).unwrap();
     for b in bytes.iter_mut().take(100) {
