@@ -129,6 +129,7 @@ impl From<QueryError> for ApiError {
         match e {
             QueryError::MeterNotFound(_) => ApiError::not_found("meter_not_found", e.to_string()),
             QueryError::Usage(e) => e.into(),
+            QueryError::Store(e) => e.into(),
         }
     }
 }

@@ -12,11 +12,13 @@ pub mod auth;
 pub mod convert;
 pub mod error;
 pub mod openapi;
+pub mod render;
 pub(crate) mod routes;
 pub mod types;
 
 /// Query building shared with the CLI, so both read usage parameters the same way.
 pub mod routes_support {
+    pub use crate::routes::invoices::{describe as describe_run, run_cycle};
     pub use crate::routes::usage::{UsageParams, build_query};
 }
 
@@ -25,7 +27,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
-use tollgate_store::{Engine, KeyStore};
+use tollgate_store::{BillingStore, Engine, KeyStore};
 
 pub use self::error::ApiError;
 
@@ -35,6 +37,10 @@ pub struct AppState {
     pub engine: Engine,
     /// API keys.
     pub keys: KeyStore,
+    /// Customers, plans, subscriptions, invoices, credits.
+    pub billing: BillingStore,
+    /// How long after a period ends late events still update its draft invoice (ms).
+    pub invoice_grace_ms: i64,
 }
 
 /// Shared state handle.
@@ -57,6 +63,59 @@ pub fn router(state: State) -> Router {
             get(routes::keys::list).post(routes::keys::create),
         )
         .route("/v1/api_keys/{id}", delete(routes::keys::revoke))
+        .route(
+            "/v1/customers",
+            get(routes::customers::list).post(routes::customers::create),
+        )
+        .route(
+            "/v1/customers/{key}",
+            get(routes::customers::get).patch(routes::customers::patch),
+        )
+        .route(
+            "/v1/customers/{key}/credit_grants",
+            post(routes::customers::grant),
+        )
+        .route(
+            "/v1/customers/{key}/credit_balance",
+            get(routes::customers::balance),
+        )
+        .route(
+            "/v1/customers/{key}/credit_ledger",
+            get(routes::customers::ledger),
+        )
+        .route(
+            "/v1/plans",
+            get(routes::plans::list).post(routes::plans::create),
+        )
+        .route("/v1/plans/{key}", get(routes::plans::get))
+        .route("/v1/plans/{key}/versions", post(routes::plans::publish))
+        .route(
+            "/v1/subscriptions",
+            get(routes::subscriptions::list).post(routes::subscriptions::create),
+        )
+        .route("/v1/subscriptions/{id}", get(routes::subscriptions::get))
+        .route(
+            "/v1/subscriptions/{id}/change_plan",
+            post(routes::subscriptions::change_plan),
+        )
+        .route(
+            "/v1/subscriptions/{id}/cancel",
+            post(routes::subscriptions::cancel),
+        )
+        .route("/v1/invoices", get(routes::invoices::list))
+        .route("/v1/invoices/run", post(routes::invoices::run_now))
+        .route("/v1/invoices/{id}", get(routes::invoices::get))
+        .route("/v1/invoices/{id}/html", get(routes::invoices::html))
+        .route(
+            "/v1/invoices/{id}/finalize",
+            post(routes::invoices::finalize),
+        )
+        .route("/v1/invoices/{id}/pay", post(routes::invoices::pay))
+        .route("/v1/invoices/{id}/void", post(routes::invoices::void))
+        .route(
+            "/v1/invoices/{id}/lines/{line}/explain",
+            get(routes::invoices::explain),
+        )
         .route("/v1/openapi.json", get(routes::ops::openapi))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))

@@ -3,11 +3,17 @@
 //! Owns the rules: what a valid event is, when two events are the same event, how a meter turns
 //! events into numbers, and how those numbers are cut into time windows. Owns no IO, no async,
 //! no clock reads: time comes in as a [`time::UnixMs`] argument, storage stays outside. Modules
-//! appear in pipeline order: [`event`] → [`dedup`] → [`meter`] → [`usage`].
+//! appear in pipeline order: [`event`] → [`dedup`] → [`meter`] → [`usage`] → [`money`] →
+//! [`pricing`] → [`billing`] → [`invoice`] → [`ledger`].
 
+pub mod billing;
 pub mod dedup;
 pub mod event;
+pub mod invoice;
+pub mod ledger;
 pub mod limits;
 pub mod meter;
+pub mod money;
+pub mod pricing;
 pub mod time;
 pub mod usage;

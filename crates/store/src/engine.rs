@@ -266,6 +266,18 @@ pub enum QueryError {
     /// The query is invalid.
     #[error(transparent)]
     Usage(#[from] UsageError),
+    /// Reading stored events failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One page of stored events.
+#[derive(Clone, Debug, Default)]
+pub struct EventPage {
+    /// (sequence number, raw CloudEvent JSON) in ingest order.
+    pub events: Vec<(u64, String)>,
+    /// Pass as `after_seq` for the next page; `None` on the last page.
+    pub next_after: Option<u64>,
 }
 
 /// A meter's definition and counters, for listings.
@@ -484,6 +496,61 @@ impl Engine {
             .ok_or_else(|| QueryError::MeterNotFound(slug.to_string()))?;
         let rows = rollup.query(query)?;
         Ok(rows)
+    }
+
+    /// The stored events of `subject` that `meter` counted with time in `span`, in ingest
+    /// order, after sequence number `after_seq`, at most `limit` of them; with the cursor of
+    /// the next page. Scans the frames whose time range overlaps `span` (raw events are kept in
+    /// ingest order, not by subject), skipping events whose text does not mention the subject
+    /// before parsing.
+    pub fn events_behind(
+        &self,
+        meter: &MeterSlug,
+        subject: &str,
+        from: UnixMs,
+        to: UnixMs,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<EventPage, QueryError> {
+        let meter = self
+            .rollups
+            .read()
+            .by_slug
+            .get(meter)
+            .map(|r| r.meter().clone())
+            .ok_or_else(|| QueryError::MeterNotFound(meter.to_string()))?;
+        let path = self.dir.join(crate::DB_FILE);
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StoreError::open(&path, e))?;
+        let mut page = EventPage::default();
+        let needle = serde_json::to_string(subject).unwrap_or_default();
+        frames::for_each_frame_in(&conn, from, to, after_seq, |frame| {
+            frame.for_each_event(|seq, time, raw| {
+                if seq <= after_seq
+                    || page.next_after.is_some()
+                    || time < from
+                    || time >= to
+                    || !raw.contains(needle.trim_matches('"'))
+                {
+                    return Ok(());
+                }
+                let event = Event::parse(raw, time)
+                    .map_err(|e| StoreError::Corrupt(format!("stored event {seq}: {e}")))?;
+                if event.subject.as_str() != subject
+                    || !matches!(Observed::of(&meter, &event), Observed::Counted { .. })
+                {
+                    return Ok(());
+                }
+                if page.events.len() == limit {
+                    page.next_after = page.events.last().map(|(s, _)| *s);
+                    return Ok(());
+                }
+                page.events.push((seq, raw.to_owned()));
+                Ok(())
+            })?;
+            Ok(page.next_after.is_none())
+        })?;
+        Ok(page)
     }
 
     /// Stops the writer after it has answered everything queued, and waits for it.

@@ -10,6 +10,7 @@
 //! `synchronous=FULL` (fsync); rollups and the dedup index are rebuilt at open from the stored
 //! frames, so they always equal a recomputation from raw events.
 
+pub mod billing;
 pub mod engine;
 mod error;
 mod frames;
@@ -19,6 +20,7 @@ pub mod metrics;
 mod schema;
 pub mod usage;
 
+pub use self::billing::{BillingStore, BillingStoreError};
 pub use self::engine::{BatchOutcome, Engine, EngineConfig, ItemError, PreparedBatch};
 pub use self::error::StoreError;
 pub use self::keys::{ApiKey, KeyStore, NewKey, Scope};

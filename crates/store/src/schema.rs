@@ -30,6 +30,62 @@ const MIGRATIONS: &[&str] = &[
         keys BLOB NOT NULL,
         events BLOB NOT NULL
      ) STRICT;",
+    // 2: billing. Domain objects are JSON documents; the columns beside them are what is
+    // searched or constrained. A finalized invoice's document cannot change (trigger).
+    "CREATE TABLE customers (
+        key TEXT PRIMARY KEY,
+        doc TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE plans (key TEXT PRIMARY KEY, doc TEXT NOT NULL) STRICT;
+     CREATE TABLE plan_versions (
+        plan TEXT NOT NULL REFERENCES plans (key),
+        version INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (plan, version)
+     ) STRICT;
+     CREATE TABLE subscriptions (
+        id TEXT PRIMARY KEY,
+        customer TEXT NOT NULL REFERENCES customers (key),
+        doc TEXT NOT NULL
+     ) STRICT;
+     CREATE INDEX subscriptions_by_customer ON subscriptions (customer);
+     CREATE TABLE invoices (
+        id TEXT PRIMARY KEY,
+        customer TEXT NOT NULL REFERENCES customers (key),
+        subscription TEXT NOT NULL REFERENCES subscriptions (id),
+        period_start_ms INTEGER NOT NULL,
+        period_end_ms INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        number TEXT UNIQUE,
+        doc TEXT NOT NULL,
+        grace_until_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        finalized_ms INTEGER,
+        paid_ms INTEGER,
+        voided_ms INTEGER,
+        UNIQUE (subscription, period_start_ms)
+     ) STRICT;
+     CREATE INDEX invoices_by_customer ON invoices (customer, period_start_ms);
+     CREATE TRIGGER invoices_final_is_final BEFORE UPDATE OF doc, customer, subscription,
+        period_start_ms, period_end_ms, number, finalized_ms ON invoices
+        WHEN OLD.status != 'draft'
+        BEGIN SELECT RAISE(ABORT, 'a finalized invoice is immutable'); END;
+     CREATE TABLE invoice_numbers (year INTEGER PRIMARY KEY, last INTEGER NOT NULL) STRICT;
+     CREATE TABLE credit_grants (
+        id TEXT PRIMARY KEY,
+        customer TEXT NOT NULL REFERENCES customers (key),
+        doc TEXT NOT NULL
+     ) STRICT;
+     CREATE INDEX credit_grants_by_customer ON credit_grants (customer);
+     CREATE TABLE ledger_entries (
+        seq INTEGER PRIMARY KEY,
+        customer TEXT NOT NULL REFERENCES customers (key),
+        doc TEXT NOT NULL
+     ) STRICT;
+     CREATE INDEX ledger_entries_by_customer ON ledger_entries (customer, seq);",
 ];
 
 /// The schema version this binary writes.

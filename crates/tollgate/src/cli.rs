@@ -13,7 +13,8 @@ use tollgate_store::{Engine, EngineConfig, KeyStore, Metrics, Scope};
 
 use crate::config::{FileConfig, acceptance_window_ms};
 
-/// Tollgate: exact usage metering. Ingest CloudEvents once, define meters, query usage.
+/// Tollgate: exact usage metering and billing. Ingest CloudEvents once, define meters, query
+/// usage, invoice it.
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about, long_about = None)]
 pub struct Cli {
@@ -92,6 +93,11 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Run the invoice cycle, list and show invoices.
+    Invoice {
+        #[command(subcommand)]
+        command: crate::invoice_cmd::InvoiceCommand,
     },
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
@@ -219,6 +225,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Meters { command } => meters(command),
         Command::Keys { command } => keys(command),
         Command::Loadgen(args) => crate::loadgen::run(args),
+        Command::Invoice { command } => crate::invoice_cmd::run(command),
         Command::Openapi => {
             print!("{}", tollgate_api::openapi::document_json());
             Ok(ExitCode::SUCCESS)

@@ -5,6 +5,8 @@
 //! ```toml
 //! acceptance_window = "90d"   # how old an event may be (and how long dedup remembers it)
 //! listen = "127.0.0.1:8080"
+//! invoice_grace = "24h"       # late events update a draft invoice this long after its period
+//! invoice_every = "60s"       # how often `serve` runs the invoice cycle ("0s": never)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -24,6 +26,10 @@ pub struct FileConfig {
     pub acceptance_window: Option<String>,
     /// Address to listen on.
     pub listen: Option<String>,
+    /// Grace period of draft invoices, e.g. "24h".
+    pub invoice_grace: Option<String>,
+    /// Interval of the invoice scheduler in `serve`, e.g. "60s"; "0s" turns it off.
+    pub invoice_every: Option<String>,
 }
 
 impl FileConfig {
@@ -61,5 +67,38 @@ pub fn acceptance_window_ms(flag: Option<&str>, file: &FileConfig) -> anyhow::Re
     match flag.or(file.acceptance_window.as_deref()) {
         Some(text) => parse_window(text),
         None => Ok(ACCEPTANCE_WINDOW_MS_DEFAULT),
+    }
+}
+
+/// Longest grace period of a draft invoice: 31 days.
+pub const INVOICE_GRACE_MS_MAX: i64 = 31 * 24 * 3600 * 1000;
+
+/// A duration setting in milliseconds, within `0..=max`.
+fn duration_ms(what: &str, text: &str, max: i64) -> anyhow::Result<i64> {
+    let d = humantime::parse_duration(text)
+        .with_context(|| format!("{what} `{text}` is not a duration like 24h or 60s"))?;
+    let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    if ms > max {
+        bail!(
+            "{what} must be at most {}",
+            humantime::format_duration(std::time::Duration::from_millis(max.unsigned_abs()))
+        );
+    }
+    Ok(ms)
+}
+
+/// The invoice grace period in force: flag, then file, then 24 h.
+pub fn invoice_grace_ms(flag: Option<&str>, file: &FileConfig) -> anyhow::Result<i64> {
+    match flag.or(file.invoice_grace.as_deref()) {
+        Some(text) => duration_ms("invoice grace", text, INVOICE_GRACE_MS_MAX),
+        None => Ok(tollgate_store::billing::run::GRACE_MS_DEFAULT),
+    }
+}
+
+/// How often `serve` runs the invoice cycle (ms; 0 = never): flag, then file, then 60 s.
+pub fn invoice_every_ms(flag: Option<&str>, file: &FileConfig) -> anyhow::Result<i64> {
+    match flag.or(file.invoice_every.as_deref()) {
+        Some(text) => duration_ms("invoice interval", text, 24 * 3600 * 1000),
+        None => Ok(60_000),
     }
 }

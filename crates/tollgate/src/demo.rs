@@ -1,18 +1,29 @@
 //! `serve --demo`: example meters and a small, deterministic sample of proxy traffic.
 //!
 //! Seeds only when none of the example meters exist yet, so restarting a demo server never
-//! re-sends the sample. The sample spans the three days before the current UTC day, for 40
+//! re-sends the sample. The sample spans the 30 days before the current UTC day, for 40
 //! customers, in the same shape as the benchmark data (`shared/bench/gen_events.py`).
+//!
+//! Billing: two plans (`proxy-pro` in USD with a flat fee, graduated egress, packaged requests
+//! and capped sessions; `proxy-jp` in JPY), the 40 customers in four time zones, each
+//! subscribed since the start of the previous month, and a prepaid credit for one of them. The
+//! server's invoice scheduler then drafts and finalizes last month's invoices at start.
 
 use anyhow::Context;
+use tollgate_core::billing::{
+    Customer, CustomerKey, Interval, Phase, Plan, PlanKey, Subscription, SubscriptionId, ZoneName,
+};
+use tollgate_core::ledger::Grant;
 use tollgate_core::meter::{Meter, MeterSlug, MeterSpec};
+use tollgate_core::money::Currency;
+use tollgate_core::pricing::Price;
 use tollgate_core::time::{DAY_MS, UnixMs};
-use tollgate_store::Engine;
+use tollgate_store::{BillingStore, Engine};
 
 /// Events in the demo sample.
 const DEMO_EVENTS: u64 = 30_000;
 const DEMO_CUSTOMERS: u64 = 40;
-const DEMO_DAYS: i64 = 3;
+const DEMO_DAYS: i64 = 30;
 
 /// The example meters: name and JSON definition.
 pub const DEMO_METERS: &[(&str, &str)] = &[
@@ -46,7 +57,114 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-pub fn seed(engine: &Engine) -> anyhow::Result<()> {
+/// The example plans: key, name, currency, prices as JSON.
+const DEMO_PLANS: &[(&str, &str, &str, &str)] = &[
+    (
+        "proxy-pro",
+        "Proxy Pro",
+        "USD",
+        r#"[
+          {"key":"platform","name":"Platform fee","model":{"type":"flat","amount":"49.00"}},
+          {"key":"egress","name":"Egress","meter":"bytes-out","free_units":"100000000",
+           "model":{"type":"graduated","tiers":[
+             {"up_to":"1000000000","unit_price":"0.0000000001","flat_fee":"0"},
+             {"up_to":null,"unit_price":"0.00000000008","flat_fee":"0"}]}},
+          {"key":"requests","name":"Requests (per 1,000)","meter":"requests",
+           "model":{"type":"package","package_size":"1000","package_price":"0.05"}},
+          {"key":"sessions","name":"Sessions","meter":"sessions","maximum_amount":"5.00",
+           "model":{"type":"per_unit","unit_price":"0.02"}}
+        ]"#,
+    ),
+    (
+        "proxy-jp",
+        "Proxy Japan",
+        "JPY",
+        r#"[
+          {"key":"platform","name":"Platform fee","model":{"type":"flat","amount":"5000"}},
+          {"key":"egress","name":"Egress","meter":"bytes-out",
+           "model":{"type":"per_unit","unit_price":"0.000000012"}}
+        ]"#,
+    ),
+];
+
+/// Plans, customers, subscriptions and a credit grant, once.
+fn seed_billing(engine: &Engine, billing: &BillingStore) -> anyhow::Result<()> {
+    let now = engine.now();
+    if billing.plan(&PlanKey::parse("proxy-pro")?).is_ok() {
+        return Ok(());
+    }
+    for (key, name, currency, prices) in DEMO_PLANS {
+        let plan = Plan {
+            key: PlanKey::parse(key)?,
+            name: (*name).to_owned(),
+            currency: Currency::parse(currency)?,
+            interval: Interval::Month,
+            created_ms: now,
+        };
+        billing.create_plan(&plan)?;
+        let prices: Vec<Price> = serde_json::from_str(prices).context("demo prices")?;
+        billing.publish_version(&plan.key, prices, now)?;
+    }
+    // Subscriptions start at the first day of the previous month (UTC), so last month is
+    // invoiced as soon as the server runs its first cycle.
+    let today = now.to_timestamp().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let start_date = today
+        .first_of_month()
+        .checked_sub(jiff::Span::new().months(1))?;
+    let start = UnixMs::from_timestamp(start_date.to_zoned(jiff::tz::TimeZone::UTC)?.timestamp());
+    let zones = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Singapore"];
+    for n in 0..DEMO_CUSTOMERS {
+        let japanese = n % 10 == 9;
+        let zone = if japanese {
+            "Asia/Tokyo"
+        } else {
+            zones[(n % 4) as usize]
+        };
+        let customer = Customer {
+            key: CustomerKey::parse(&format!("cus_{n:04}"))?,
+            name: format!("Customer {n:02}"),
+            email: Some(format!("billing+{n:02}@example.com")),
+            currency: Currency::parse(if japanese { "JPY" } else { "USD" })?,
+            time_zone: ZoneName::parse(zone)?,
+            billing_anchor: jiff::civil::date(2000, 1, 1),
+            tax_rate: if zone == "Europe/Berlin" {
+                rust_decimal::Decimal::new(19, 2)
+            } else {
+                rust_decimal::Decimal::ZERO
+            },
+            metadata: Default::default(),
+            created_ms: now,
+        };
+        billing.create_customer(&customer)?;
+        let plan = PlanKey::parse(if japanese { "proxy-jp" } else { "proxy-pro" })?;
+        let sub = Subscription::new(
+            SubscriptionId(format!("sub_demo{n:04}")),
+            customer.key.clone(),
+            Phase {
+                plan,
+                version: 1,
+                start,
+            },
+            None,
+            now,
+        )?;
+        billing.create_subscription(&sub)?;
+    }
+    billing.grant_credit(&Grant {
+        id: "grant_demo0001".into(),
+        customer: CustomerKey::parse("cus_0001")?,
+        amount_minor: 2_000,
+        currency: Currency::parse("USD")?,
+        priority: 10,
+        granted_ms: start,
+        expires_ms: None,
+        reason: "welcome credit".into(),
+    })?;
+    Ok(())
+}
+
+pub fn seed(engine: &Engine, billing: &BillingStore) -> anyhow::Result<()> {
+    seed_billing(engine, billing)?;
     let mut created_any = false;
     for (slug, json) in DEMO_METERS {
         let slug = MeterSlug::parse(slug)?;

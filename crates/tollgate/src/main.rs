@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod demo;
 mod import;
+mod invoice_cmd;
 mod loadgen;
 mod serve;
 

@@ -7,8 +7,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tollgate_api::AppState;
 use tollgate_core::time::Clock;
-use tollgate_store::KeyStore;
 use tollgate_store::keys::KEY_SECRET_BYTES_MIN;
+use tollgate_store::{BillingStore, KeyStore};
 
 use crate::cli::{StoreArgs, SystemClock};
 
@@ -25,6 +25,13 @@ pub struct ServeArgs {
     /// On first start, define example meters and load a small generated sample of proxy traffic.
     #[arg(long)]
     pub demo: bool,
+    /// How long after a period ends late events still update its draft invoice (default 24h).
+    #[arg(long, value_name = "DURATION")]
+    pub invoice_grace: Option<String>,
+    /// How often to run the invoice cycle: draft ended periods, finalize drafts past their
+    /// grace period (default 60s; 0s turns the scheduler off).
+    #[arg(long, value_name = "DURATION")]
+    pub invoice_every: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -32,7 +39,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listen = args
         .listen
         .clone()
-        .or(file.listen)
+        .or(file.listen.clone())
         .unwrap_or_else(|| LISTEN_DEFAULT.to_owned());
     let admin_secret = std::env::var("TOLLGATE_ADMIN_KEY")
         .ok()
@@ -42,8 +49,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     {
         bail!("TOLLGATE_ADMIN_KEY must be at least {KEY_SECRET_BYTES_MIN} characters");
     }
+    let invoice_grace_ms = crate::config::invoice_grace_ms(args.invoice_grace.as_deref(), &file)?;
+    let invoice_every_ms = crate::config::invoice_every_ms(args.invoice_every.as_deref(), &file)?;
     let engine = args.store.open_engine()?;
     let keys = KeyStore::open(&args.store.data_dir)?;
+    let billing = BillingStore::open(&args.store.data_dir)?;
     if let Some(created) = keys.bootstrap_admin(admin_secret.as_deref(), SystemClock.now())? {
         if admin_secret.is_some() {
             eprintln!(
@@ -55,9 +65,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.demo {
-        crate::demo::seed(&engine)?;
+        crate::demo::seed(&engine, &billing)?;
     }
-    let state = Arc::new(AppState { engine, keys });
+    let state = Arc::new(AppState {
+        engine,
+        keys,
+        billing,
+        invoice_grace_ms,
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tollgate-http")
@@ -69,6 +84,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
         println!("listening on http://{addr}");
+        if invoice_every_ms > 0 {
+            tokio::spawn(invoice_scheduler(Arc::clone(&state), invoice_every_ms));
+        }
         tracing::info!(%addr, data_dir = %args.store.data_dir.display(), "serving");
         axum::serve(listener, tollgate_api::router(Arc::clone(&state)))
             .with_graceful_shutdown(shutdown_signal())
@@ -82,6 +100,40 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(_) => tracing::warn!("requests still hold the engine; it closes when they finish"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the invoice cycle every `every_ms`: drafts for ended periods, late events into drafts,
+/// finalization after the grace period. Errors are logged and retried at the next tick.
+async fn invoice_scheduler(state: Arc<AppState>, every_ms: i64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(every_ms.unsigned_abs()));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = Arc::clone(&state);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let now = st.engine.now();
+            tollgate_api::routes_support::run_cycle(&st, None, None, Default::default())
+                .map(|r| (r, now))
+        })
+        .await;
+        match outcome {
+            Ok(Ok((report, now))) => {
+                if report.created + report.updated + report.finalized > 0
+                    || !report.errors.is_empty()
+                {
+                    tracing::info!(
+                        "{}",
+                        tollgate_api::routes_support::describe_run(&report, now)
+                    );
+                }
+                for e in &report.errors {
+                    tracing::warn!(subscription = %e.subscription, code = %e.code, "{}", e.message);
+                }
+            }
+            Ok(Err(e)) => tracing::error!(code = e.code, "invoice run failed: {}", e.message),
+            Err(e) => tracing::error!("invoice run panicked: {e}"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,9 +1,13 @@
 //! Route handlers, one module per resource.
 
+pub(crate) mod customers;
 pub(crate) mod events;
+pub mod invoices;
 pub(crate) mod keys;
 pub(crate) mod meters;
 pub(crate) mod ops;
+pub(crate) mod plans;
+pub(crate) mod subscriptions;
 pub mod usage;
 
 use axum::body::Body;
@@ -57,4 +61,47 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(crate::error::join_error)?
+}
+
+/// Query parameters as a map, refusing names not in `allowed` (400 `unknown_parameter`) and
+/// repeats (400 `duplicate_parameter`).
+pub(crate) fn query_params(
+    pairs: Vec<(String, String)>,
+    allowed: &[&str],
+) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in pairs {
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(
+                "unknown_parameter",
+                format!(
+                    "unknown query parameter `{k}` (allowed: {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        if out.insert(k.clone(), v).is_some() {
+            return Err(ApiError::bad_request(
+                "duplicate_parameter",
+                format!("`{k}` given twice"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The `limit` parameter: 1..=`max`, default `default`.
+pub(crate) fn limit_param(
+    params: &std::collections::BTreeMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match params.get("limit") {
+        None => Ok(default),
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::bad_request("invalid_limit", format!("limit is 1..={max}"))),
+    }
 }

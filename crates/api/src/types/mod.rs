@@ -1,6 +1,8 @@
 //! Request and response bodies of the HTTP API (snake_case JSON), with their OpenAPI schemas.
 //! Converted to and from domain types in [`crate::convert`] only.
 
+pub mod billing;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,177 @@
+//! `/v1/plans`: plans and their immutable versions.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use tollgate_core::billing::Plan;
+use tollgate_store::Scope;
+
+use super::{MANAGEMENT_BODY_BYTES_MAX, blocking, read_json};
+use crate::ApiError;
+use crate::auth::authorize;
+use crate::convert::billing::{
+    currency, interval, plan_key, plan_response, price_from_body, version_response,
+};
+use crate::types::ErrorResponse;
+use crate::types::billing::{
+    PlanBody, PlanList, PlanResponse, PlanVersionBody, PlanVersionResponse,
+};
+
+/// Create a plan; with `prices`, version 1 is published in the same call.
+#[utoipa::path(
+    post,
+    path = "/v1/plans",
+    tag = "plans",
+    request_body = PlanBody,
+    responses(
+        (status = 201, body = PlanResponse),
+        (status = 400, description = "`invalid_plan_key`, `invalid_decimal`, `invalid_body`", body = ErrorResponse),
+        (status = 409, description = "`plan_exists`", body = ErrorResponse),
+        (status = 422, description = "`invalid_price`, `invalid_field`, `unknown_currency`", body = ErrorResponse),
+    ),
+    security(("api_key" = ["admin"]))
+)]
+pub(crate) async fn create(
+    State(state): State<crate::State>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<PlanResponse>), ApiError> {
+    authorize(&state, &headers, Scope::Admin)?;
+    let body: PlanBody = read_json(body, MANAGEMENT_BODY_BYTES_MAX).await?;
+    let now = state.engine.now();
+    let plan = Plan {
+        key: plan_key(&body.key)?,
+        name: body.name,
+        currency: currency(&body.currency)?,
+        interval: interval(&body.interval)?,
+        created_ms: now,
+    };
+    let prices = body
+        .prices
+        .map(|ps| {
+            ps.into_iter()
+                .map(price_from_body)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    if plan.name.is_empty() || plan.name.len() > tollgate_core::billing::NAME_BYTES_MAX {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "invalid name: 1..=200 bytes",
+        ));
+    }
+    let st = state.clone();
+    let p = plan.clone();
+    let versions = blocking(move || {
+        if let Some(prices) = &prices {
+            // Check the prices before creating anything.
+            tollgate_core::billing::PlanVersion {
+                plan: p.key.clone(),
+                version: 1,
+                prices: prices.clone(),
+                published_ms: now,
+            }
+            .validate()?;
+        }
+        st.billing.create_plan(&p)?;
+        match prices {
+            Some(prices) => Ok(vec![st.billing.publish_version(&p.key, prices, now)?]),
+            None => Ok(Vec::new()),
+        }
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(plan_response(&plan, &versions))))
+}
+
+/// Publish the next version of a plan. Versions never change once published; subscriptions
+/// made later use the latest version unless they pin one.
+#[utoipa::path(
+    post,
+    path = "/v1/plans/{key}/versions",
+    tag = "plans",
+    params(("key" = String, Path)),
+    request_body = PlanVersionBody,
+    responses(
+        (status = 201, body = PlanVersionResponse),
+        (status = 404, description = "`plan_not_found`", body = ErrorResponse),
+        (status = 422, description = "`invalid_price`, `invalid_field`", body = ErrorResponse),
+    ),
+    security(("api_key" = ["admin"]))
+)]
+pub(crate) async fn publish(
+    State(state): State<crate::State>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<PlanVersionResponse>), ApiError> {
+    authorize(&state, &headers, Scope::Admin)?;
+    let key = plan_key(&key)?;
+    let body: PlanVersionBody = read_json(body, MANAGEMENT_BODY_BYTES_MAX).await?;
+    let prices = body
+        .prices
+        .into_iter()
+        .map(price_from_body)
+        .collect::<Result<Vec<_>, _>>()?;
+    let st = state.clone();
+    let v =
+        blocking(move || Ok(st.billing.publish_version(&key, prices, st.engine.now())?)).await?;
+    Ok((StatusCode::CREATED, Json(version_response(&v))))
+}
+
+/// Read a plan with all its versions.
+#[utoipa::path(
+    get,
+    path = "/v1/plans/{key}",
+    tag = "plans",
+    params(("key" = String, Path)),
+    responses(
+        (status = 200, body = PlanResponse),
+        (status = 404, description = "`plan_not_found`", body = ErrorResponse),
+    ),
+    security(("api_key" = ["read"]))
+)]
+pub(crate) async fn get(
+    State(state): State<crate::State>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<PlanResponse>, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    let key = plan_key(&key)?;
+    let st = state.clone();
+    let (plan, versions) =
+        blocking(move || Ok((st.billing.plan(&key)?, st.billing.plan_versions(&key)?))).await?;
+    Ok(Json(plan_response(&plan, &versions)))
+}
+
+/// Every plan with its versions.
+#[utoipa::path(
+    get,
+    path = "/v1/plans",
+    tag = "plans",
+    responses((status = 200, body = PlanList)),
+    security(("api_key" = ["read"]))
+)]
+pub(crate) async fn list(
+    State(state): State<crate::State>,
+    headers: HeaderMap,
+) -> Result<Json<PlanList>, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    let st = state.clone();
+    let data = blocking(move || {
+        let (plans, catalog) = st.billing.catalog()?;
+        Ok(plans
+            .values()
+            .map(|p| {
+                let versions: Vec<_> = catalog
+                    .range((p.key.clone(), 0)..=(p.key.clone(), u32::MAX))
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                plan_response(p, &versions)
+            })
+            .collect())
+    })
+    .await?;
+    Ok(Json(PlanList { data }))
+}

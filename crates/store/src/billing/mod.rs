@@ -1,0 +1,725 @@
+//! Billing objects in the database: customers, plans and versions, subscriptions, invoices,
+//! credit grants and the credit ledger; and the invoice run ([`run`]).
+//!
+//! Owns: rows and their JSON documents, the uniqueness rules the database enforces (one invoice
+//! per subscription and period, one number per invoice, gapless numbers per year), and the
+//! transactions that keep a change and its ledger entries together. Does not own: any billing
+//! decision — prices, lines, totals, draw-down order and status rules come from
+//! `tollgate_core::{pricing, invoice, ledger}`; this module loads their inputs and commits
+//! their outputs.
+//!
+//! Safe to use while the engine runs on the same data directory: it has its own connection.
+
+pub mod run;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tollgate_core::billing::{
+    BillingError, Customer, CustomerKey, Plan, PlanKey, PlanVersion, Subscription,
+    SubscriptionChange,
+};
+use tollgate_core::invoice::{Catalog, InvoiceChange, InvoiceDraft, InvoiceStatus};
+use tollgate_core::ledger::{self, Balance, Entry, Grant};
+use tollgate_core::pricing::Price;
+use tollgate_core::time::UnixMs;
+
+use crate::StoreError;
+use crate::keys::random_hex;
+
+/// Most rows one list call returns.
+pub const LIST_LIMIT_MAX: usize = 1_000;
+
+/// Why a billing store call failed.
+#[derive(Debug, Error)]
+pub enum BillingStoreError {
+    /// No such object.
+    #[error("{what} `{id}` not found")]
+    NotFound {
+        /// The kind of object.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The object exists already.
+    #[error("{what} `{id}` already exists")]
+    AlreadyExists {
+        /// The kind of object.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// A domain rule refused the change.
+    #[error(transparent)]
+    Domain(#[from] BillingError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for BillingStoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        BillingStoreError::Store(StoreError::Sqlite(e))
+    }
+}
+
+impl BillingStoreError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BillingStoreError::NotFound { what, .. } => match *what {
+                "customer" => "customer_not_found",
+                "plan" => "plan_not_found",
+                "plan version" => "plan_version_not_found",
+                "subscription" => "subscription_not_found",
+                "invoice" => "invoice_not_found",
+                "invoice line" => "invoice_line_not_found",
+                _ => "not_found",
+            },
+            BillingStoreError::AlreadyExists { what, .. } => match *what {
+                "customer" => "customer_exists",
+                "plan" => "plan_exists",
+                "subscription" => "subscription_exists",
+                _ => "already_exists",
+            },
+            BillingStoreError::Domain(e) => e.code(),
+            BillingStoreError::Store(e) => e.code(),
+        }
+    }
+}
+
+fn not_found(what: &'static str, id: impl Into<String>) -> BillingStoreError {
+    BillingStoreError::NotFound {
+        what,
+        id: id.into(),
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, BillingStoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Corrupt(format!("document does not serialize: {e}")).into())
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(what: &str, text: &str) -> Result<T, BillingStoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("stored {what} does not decode: {e}")).into())
+}
+
+/// A stored invoice: its priced content plus its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    /// `inv_…`.
+    pub id: String,
+    /// `TG-2026-000001`, given at finalization, gapless per year.
+    pub number: Option<String>,
+    /// Status.
+    pub status: InvoiceStatus,
+    /// The priced content.
+    pub content: InvoiceContent,
+    /// Until then late events update the draft; then it is finalized.
+    pub grace_until: UnixMs,
+    /// Created.
+    pub created_ms: UnixMs,
+    /// Last changed.
+    pub updated_ms: UnixMs,
+    /// Finalized.
+    pub finalized_ms: Option<UnixMs>,
+    /// Paid.
+    pub paid_ms: Option<UnixMs>,
+    /// Voided.
+    pub voided_ms: Option<UnixMs>,
+}
+
+/// What an invoice charges (the document that becomes immutable at finalization).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceContent {
+    /// Lines and totals.
+    #[serde(flatten)]
+    pub draft: InvoiceDraft,
+    /// Prepaid credit applied at finalization.
+    pub credits_applied_minor: i64,
+    /// `total − credits`.
+    pub amount_due_minor: i64,
+}
+
+/// Filters of an invoice listing.
+#[derive(Clone, Debug, Default)]
+pub struct InvoiceFilter {
+    /// Only this customer's.
+    pub customer: Option<CustomerKey>,
+    /// Only with this status.
+    pub status: Option<InvoiceStatus>,
+    /// Ids after this one (paging).
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Access to the billing tables of a data directory.
+pub struct BillingStore {
+    conn: Mutex<Connection>,
+    /// Held for the whole of an invoice run, so two runs never decide on the same state.
+    run_lock: Mutex<()>,
+}
+
+const INVOICE_COLUMNS: &str = "id, number, status, doc, grace_until_ms, created_ms, updated_ms, finalized_ms, paid_ms, voided_ms";
+
+/// An invoice row as read, before its document is decoded.
+struct InvoiceRow {
+    id: String,
+    number: Option<String>,
+    status: String,
+    doc: String,
+    times: [Option<i64>; 6],
+}
+
+fn invoice_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InvoiceRow> {
+    Ok(InvoiceRow {
+        id: r.get(0)?,
+        number: r.get(1)?,
+        status: r.get(2)?,
+        doc: r.get(3)?,
+        times: [
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+        ],
+    })
+}
+
+fn decode_invoice(row: InvoiceRow) -> Result<Invoice, BillingStoreError> {
+    let status = InvoiceStatus::parse(&row.status).ok_or_else(|| {
+        StoreError::Corrupt(format!("invoice {} has status {}", row.id, row.status))
+    })?;
+    let [grace, created, updated, finalized, paid, voided] = row.times.map(|t| t.map(UnixMs));
+    Ok(Invoice {
+        content: from_json("invoice", &row.doc)?,
+        id: row.id,
+        number: row.number,
+        status,
+        grace_until: grace.unwrap_or(UnixMs(0)),
+        created_ms: created.unwrap_or(UnixMs(0)),
+        updated_ms: updated.unwrap_or(UnixMs(0)),
+        finalized_ms: finalized,
+        paid_ms: paid,
+        voided_ms: voided,
+    })
+}
+
+impl BillingStore {
+    /// Opens the billing tables of a data directory (creating the database if needed).
+    pub fn open(dir: &Path) -> Result<BillingStore, StoreError> {
+        crate::prepare_dir(dir)?;
+        Ok(BillingStore {
+            conn: Mutex::new(crate::open_db(dir)?),
+            run_lock: Mutex::new(()),
+        })
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, BillingStoreError>,
+    ) -> Result<T, BillingStoreError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, BillingStoreError>,
+    ) -> Result<T, BillingStoreError> {
+        let conn = self.conn.lock();
+        f(&conn)
+    }
+
+    // ---- customers ----
+
+    /// Creates a customer.
+    pub fn create_customer(&self, customer: &Customer) -> Result<(), BillingStoreError> {
+        customer.validate()?;
+        self.write(|tx| {
+            let n = tx.execute(
+                "INSERT INTO customers (key, doc, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (key) DO NOTHING",
+                params![
+                    customer.key.as_str(),
+                    to_json(customer)?,
+                    customer.created_ms.0
+                ],
+            )?;
+            if n == 0 {
+                return Err(BillingStoreError::AlreadyExists {
+                    what: "customer",
+                    id: customer.key.to_string(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Replaces a customer's document (the caller changed what may change).
+    pub fn update_customer(
+        &self,
+        customer: &Customer,
+        now: UnixMs,
+    ) -> Result<(), BillingStoreError> {
+        customer.validate()?;
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE customers SET doc = ?2, updated_ms = ?3 WHERE key = ?1",
+                params![customer.key.as_str(), to_json(customer)?, now.0],
+            )?;
+            if n == 0 {
+                return Err(not_found("customer", customer.key.as_str()));
+            }
+            Ok(())
+        })
+    }
+
+    /// A customer.
+    pub fn customer(&self, key: &CustomerKey) -> Result<Customer, BillingStoreError> {
+        self.read(|c| customer_in(c, key))
+    }
+
+    /// Customers in key order, after `after`.
+    pub fn customers(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Customer>, BillingStoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT doc FROM customers WHERE key > ?1 ORDER BY key LIMIT ?2")?;
+            let docs = stmt
+                .query_map(
+                    params![after.unwrap_or(""), limit.min(LIST_LIMIT_MAX) as i64],
+                    |r| r.get::<_, String>(0),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            docs.iter().map(|d| from_json("customer", d)).collect()
+        })
+    }
+
+    // ---- plans ----
+
+    /// Creates a plan (without versions).
+    pub fn create_plan(&self, plan: &Plan) -> Result<(), BillingStoreError> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "INSERT INTO plans (key, doc) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                params![plan.key.as_str(), to_json(plan)?],
+            )?;
+            if n == 0 {
+                return Err(BillingStoreError::AlreadyExists {
+                    what: "plan",
+                    id: plan.key.to_string(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// A plan.
+    pub fn plan(&self, key: &PlanKey) -> Result<Plan, BillingStoreError> {
+        self.read(|c| plan_in(c, key))
+    }
+
+    /// Every plan, by key.
+    pub fn plans(&self) -> Result<Vec<Plan>, BillingStoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT doc FROM plans ORDER BY key")?;
+            let docs = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            docs.iter().map(|d| from_json("plan", d)).collect()
+        })
+    }
+
+    /// Publishes the next version of a plan with these prices. Published versions never change.
+    pub fn publish_version(
+        &self,
+        plan: &PlanKey,
+        prices: Vec<Price>,
+        now: UnixMs,
+    ) -> Result<PlanVersion, BillingStoreError> {
+        self.write(|tx| {
+            plan_in(tx, plan)?;
+            let last: Option<i64> = tx.query_row(
+                "SELECT MAX(version) FROM plan_versions WHERE plan = ?1",
+                params![plan.as_str()],
+                |r| r.get(0),
+            )?;
+            let version = PlanVersion {
+                plan: plan.clone(),
+                version: u32::try_from(last.unwrap_or(0) + 1).unwrap_or(u32::MAX),
+                prices,
+                published_ms: now,
+            };
+            version.validate()?;
+            tx.execute(
+                "INSERT INTO plan_versions (plan, version, doc) VALUES (?1, ?2, ?3)",
+                params![plan.as_str(), version.version, to_json(&version)?],
+            )?;
+            Ok(version)
+        })
+    }
+
+    /// One version, or the latest when `version` is `None`.
+    pub fn plan_version(
+        &self,
+        plan: &PlanKey,
+        version: Option<u32>,
+    ) -> Result<PlanVersion, BillingStoreError> {
+        self.read(|c| {
+            let doc: Option<String> = match version {
+                Some(v) => c
+                    .query_row(
+                        "SELECT doc FROM plan_versions WHERE plan = ?1 AND version = ?2",
+                        params![plan.as_str(), v],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+                None => c
+                    .query_row(
+                        "SELECT doc FROM plan_versions WHERE plan = ?1 ORDER BY version DESC LIMIT 1",
+                        params![plan.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+            };
+            let doc = doc.ok_or_else(|| {
+                not_found(
+                    "plan version",
+                    format!("{plan}@{}", version.map_or("latest".into(), |v| v.to_string())),
+                )
+            })?;
+            from_json("plan version", &doc)
+        })
+    }
+
+    /// Every version of a plan, oldest first.
+    pub fn plan_versions(&self, plan: &PlanKey) -> Result<Vec<PlanVersion>, BillingStoreError> {
+        self.read(|c| {
+            plan_in(c, plan)?;
+            let mut stmt =
+                c.prepare("SELECT doc FROM plan_versions WHERE plan = ?1 ORDER BY version")?;
+            let docs = stmt
+                .query_map(params![plan.as_str()], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            docs.iter().map(|d| from_json("plan version", d)).collect()
+        })
+    }
+
+    /// Every plan version of every plan.
+    pub fn catalog(&self) -> Result<(BTreeMap<PlanKey, Plan>, Catalog), BillingStoreError> {
+        self.read(catalog_in)
+    }
+
+    // ---- subscriptions ----
+
+    /// Creates a subscription. A customer has at most one subscription that has not ended.
+    pub fn create_subscription(&self, sub: &Subscription) -> Result<(), BillingStoreError> {
+        self.write(|tx| {
+            customer_in(tx, &sub.customer)?;
+            for other in subscriptions_in(tx, Some(&sub.customer))? {
+                let ends = other.ends_at.unwrap_or(UnixMs(i64::MAX));
+                if ends > sub.start() {
+                    return Err(BillingStoreError::AlreadyExists {
+                        what: "subscription",
+                        id: other.id.0,
+                    });
+                }
+            }
+            tx.execute(
+                "INSERT INTO subscriptions (id, customer, doc) VALUES (?1, ?2, ?3)",
+                params![sub.id.0, sub.customer.as_str(), to_json(sub)?],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// A subscription.
+    pub fn subscription(&self, id: &str) -> Result<Subscription, BillingStoreError> {
+        self.read(|c| subscription_in(c, id))
+    }
+
+    /// Subscriptions, of one customer or all.
+    pub fn subscriptions(
+        &self,
+        customer: Option<&CustomerKey>,
+    ) -> Result<Vec<Subscription>, BillingStoreError> {
+        self.read(|c| subscriptions_in(c, customer))
+    }
+
+    /// Applies a change to a subscription (checked by the core) and stores it.
+    pub fn change_subscription(
+        &self,
+        id: &str,
+        change: SubscriptionChange,
+    ) -> Result<Subscription, BillingStoreError> {
+        self.write(|tx| {
+            let mut sub = subscription_in(tx, id)?;
+            sub.apply(change)?;
+            tx.execute(
+                "UPDATE subscriptions SET doc = ?2 WHERE id = ?1",
+                params![id, to_json(&sub)?],
+            )?;
+            Ok(sub)
+        })
+    }
+
+    // ---- invoices ----
+
+    /// An invoice.
+    pub fn invoice(&self, id: &str) -> Result<Invoice, BillingStoreError> {
+        self.read(|c| invoice_in(c, id))
+    }
+
+    /// Invoices in id order.
+    pub fn invoices(&self, filter: &InvoiceFilter) -> Result<Vec<Invoice>, BillingStoreError> {
+        self.read(|c| {
+            let sql = format!(
+                "SELECT {INVOICE_COLUMNS} FROM invoices
+                 WHERE (?1 IS NULL OR customer = ?1) AND (?2 IS NULL OR status = ?2) AND id > ?3
+                 ORDER BY id LIMIT ?4"
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        filter.customer.as_ref().map(CustomerKey::as_str),
+                        filter.status.map(InvoiceStatus::as_str),
+                        filter.after.as_deref().unwrap_or(""),
+                        filter.limit.min(LIST_LIMIT_MAX) as i64
+                    ],
+                    invoice_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(decode_invoice).collect()
+        })
+    }
+
+    /// Marks a finalized invoice paid, or voids it (giving its credit back), by the core's rules.
+    pub fn change_invoice(
+        &self,
+        id: &str,
+        change: InvoiceChange,
+        now: UnixMs,
+    ) -> Result<Invoice, BillingStoreError> {
+        if change == InvoiceChange::Finalize {
+            return Err(BillingError::Conflict {
+                reason: "invoices are finalized by the invoice run when their grace period ends (POST /v1/invoices/{id}/finalize finalizes early)".into(),
+            }
+            .into());
+        }
+        self.write(|tx| {
+            let inv = invoice_in(tx, id)?;
+            let status = inv.status.apply(change)?;
+            let column = match change {
+                InvoiceChange::MarkPaid => "paid_ms",
+                _ => "voided_ms",
+            };
+            tx.execute(
+                &format!(
+                    "UPDATE invoices SET status = ?2, {column} = ?3, updated_ms = ?3 WHERE id = ?1"
+                ),
+                params![id, status.as_str(), now.0],
+            )?;
+            if change == InvoiceChange::Void {
+                let customer = &inv.content.draft.customer;
+                let entries = entries_in(tx, customer)?;
+                let txn = format!("txn_{}", random_hex(8));
+                let back = ledger::reverse(&entries, id, now, &txn);
+                append_entries(tx, customer, &back)?;
+            }
+            invoice_in(tx, id)
+        })
+    }
+
+    // ---- credits ----
+
+    /// Records a grant and its ledger entries.
+    pub fn grant_credit(&self, grant: &Grant) -> Result<(), BillingStoreError> {
+        self.write(|tx| {
+            let customer = customer_in(tx, &grant.customer)?;
+            if customer.currency != grant.currency {
+                return Err(BillingError::Invalid {
+                    field: "currency",
+                    reason: format!("the customer is billed in {}", customer.currency),
+                }
+                .into());
+            }
+            let count: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM credit_grants WHERE customer = ?1",
+                params![grant.customer.as_str()],
+                |r| r.get(0),
+            )?;
+            if usize::try_from(count).unwrap_or(usize::MAX) >= ledger::CUSTOMER_GRANTS_MAX {
+                return Err(BillingError::Conflict {
+                    reason: format!(
+                        "at most {} grants per customer",
+                        ledger::CUSTOMER_GRANTS_MAX
+                    ),
+                }
+                .into());
+            }
+            let entries = ledger::grant_entries(grant, &format!("txn_{}", random_hex(8)))?;
+            tx.execute(
+                "INSERT INTO credit_grants (id, customer, doc) VALUES (?1, ?2, ?3)",
+                params![grant.id, grant.customer.as_str(), to_json(grant)?],
+            )?;
+            append_entries(tx, &grant.customer, &entries)
+        })
+    }
+
+    /// A customer's grants and ledger entries.
+    pub fn credits(
+        &self,
+        customer: &CustomerKey,
+    ) -> Result<(Vec<Grant>, Vec<Entry>), BillingStoreError> {
+        self.read(|c| {
+            customer_in(c, customer)?;
+            Ok((grants_in(c, customer)?, entries_in(c, customer)?))
+        })
+    }
+
+    /// A customer's credit balance at `at`.
+    pub fn balance(
+        &self,
+        customer: &CustomerKey,
+        at: UnixMs,
+    ) -> Result<Balance, BillingStoreError> {
+        self.read(|c| {
+            let cust = customer_in(c, customer)?;
+            let grants = grants_in(c, customer)?;
+            let entries = entries_in(c, customer)?;
+            Ok(ledger::balance(&grants, &entries, cust.currency, at)?)
+        })
+    }
+}
+
+fn customer_in(c: &Connection, key: &CustomerKey) -> Result<Customer, BillingStoreError> {
+    let doc: Option<String> = c
+        .query_row(
+            "SELECT doc FROM customers WHERE key = ?1",
+            params![key.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    from_json(
+        "customer",
+        &doc.ok_or_else(|| not_found("customer", key.as_str()))?,
+    )
+}
+
+fn plan_in(c: &Connection, key: &PlanKey) -> Result<Plan, BillingStoreError> {
+    let doc: Option<String> = c
+        .query_row(
+            "SELECT doc FROM plans WHERE key = ?1",
+            params![key.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    from_json("plan", &doc.ok_or_else(|| not_found("plan", key.as_str()))?)
+}
+
+fn catalog_in(c: &Connection) -> Result<(BTreeMap<PlanKey, Plan>, Catalog), BillingStoreError> {
+    let mut plans = BTreeMap::new();
+    let mut stmt = c.prepare("SELECT doc FROM plans")?;
+    for doc in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        let plan: Plan = from_json("plan", &doc?)?;
+        plans.insert(plan.key.clone(), plan);
+    }
+    let mut catalog = Catalog::new();
+    let mut stmt = c.prepare("SELECT doc FROM plan_versions")?;
+    for doc in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        let v: PlanVersion = from_json("plan version", &doc?)?;
+        catalog.insert((v.plan.clone(), v.version), v);
+    }
+    Ok((plans, catalog))
+}
+
+fn subscription_in(c: &Connection, id: &str) -> Result<Subscription, BillingStoreError> {
+    let doc: Option<String> = c
+        .query_row(
+            "SELECT doc FROM subscriptions WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    from_json(
+        "subscription",
+        &doc.ok_or_else(|| not_found("subscription", id))?,
+    )
+}
+
+fn subscriptions_in(
+    c: &Connection,
+    customer: Option<&CustomerKey>,
+) -> Result<Vec<Subscription>, BillingStoreError> {
+    let mut stmt = c.prepare(
+        "SELECT doc FROM subscriptions WHERE (?1 IS NULL OR customer = ?1) ORDER BY customer, id",
+    )?;
+    let docs = stmt
+        .query_map(params![customer.map(CustomerKey::as_str)], |r| {
+            r.get::<_, String>(0)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    docs.iter().map(|d| from_json("subscription", d)).collect()
+}
+
+fn invoice_in(c: &Connection, id: &str) -> Result<Invoice, BillingStoreError> {
+    let row = c
+        .query_row(
+            &format!("SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = ?1"),
+            params![id],
+            invoice_row,
+        )
+        .optional()?;
+    decode_invoice(row.ok_or_else(|| not_found("invoice", id))?)
+}
+
+fn grants_in(c: &Connection, customer: &CustomerKey) -> Result<Vec<Grant>, BillingStoreError> {
+    let mut stmt = c.prepare("SELECT doc FROM credit_grants WHERE customer = ?1 ORDER BY id")?;
+    let docs = stmt
+        .query_map(params![customer.as_str()], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    docs.iter().map(|d| from_json("credit grant", d)).collect()
+}
+
+fn entries_in(c: &Connection, customer: &CustomerKey) -> Result<Vec<Entry>, BillingStoreError> {
+    let mut stmt = c.prepare("SELECT doc FROM ledger_entries WHERE customer = ?1 ORDER BY seq")?;
+    let docs = stmt
+        .query_map(params![customer.as_str()], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    docs.iter().map(|d| from_json("ledger entry", d)).collect()
+}
+
+fn append_entries(
+    tx: &Connection,
+    customer: &CustomerKey,
+    entries: &[Entry],
+) -> Result<(), BillingStoreError> {
+    ledger::assert_balanced(entries);
+    let mut stmt =
+        tx.prepare_cached("INSERT INTO ledger_entries (customer, doc) VALUES (?1, ?2)")?;
+    for e in entries {
+        stmt.execute(params![customer.as_str(), to_json(e)?])?;
+    }
+    Ok(())
+}
+
+/// 16 random hex digits for a new object id.
+pub fn new_id_hex() -> String {
+    random_hex(8)
+}

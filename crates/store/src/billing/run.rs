@@ -1,0 +1,444 @@
+//! The invoice run: load → decide → commit.
+//!
+//! For every subscription it drafts an invoice for each billing period that has ended and has
+//! none, re-prices drafts still in their grace period (late events land there), and finalizes
+//! drafts whose grace period is over: a gapless number for the year, prepaid credit drawn down,
+//! content fixed. Every decision is the core's (`invoice::draft`, `ledger::draw`); this module
+//! loads inputs (usage from the engine's rollups, earlier invoices for adjustments) and commits
+//! every outcome of one run in one transaction. Running it again with nothing new changes
+//! nothing.
+//!
+//! Cost: one rollup lookup per (subscription, period segment, metered price) — proportional to
+//! customers, not to events.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::tz::TimeZone;
+use rusqlite::params;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tollgate_core::billing::{
+    BillingError, Customer, CustomerKey, Cycle, Period, Plan, PlanKey, Subscription,
+};
+use tollgate_core::event::Subject;
+use tollgate_core::invoice::{
+    self, Billed, Catalog, DraftInput, InvoiceDraft, InvoiceStatus, UsageKey, UsageTable,
+};
+use tollgate_core::ledger;
+use tollgate_core::time::UnixMs;
+use tollgate_core::usage::UsageQuery;
+
+use super::{
+    BillingStore, BillingStoreError, Invoice, InvoiceContent, append_entries, entries_in,
+    grants_in, to_json,
+};
+use crate::Engine;
+use crate::keys::random_hex;
+
+/// Most billing periods one subscription is walked through in one run (100 years monthly).
+pub const RUN_PERIODS_PER_SUBSCRIPTION_MAX: usize = 1_200;
+/// Default grace period after a period ends, during which late events update the draft (ms).
+pub const GRACE_MS_DEFAULT: i64 = 24 * 3600 * 1000;
+
+/// What one run should do.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The instant the run acts at.
+    pub now: UnixMs,
+    /// Grace period after a period ends (ms).
+    pub grace_ms: i64,
+    /// The engine's acceptance window: how long after a period late events can still arrive.
+    pub acceptance_window_ms: i64,
+    /// Only the periods that start in this local calendar month (`year`, `month`).
+    pub period: Option<(i16, i8)>,
+    /// Only this customer.
+    pub customer: Option<CustomerKey>,
+    /// Finalize these draft invoices now, whatever their grace period says.
+    pub finalize_now: BTreeSet<String>,
+}
+
+/// What one run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunReport {
+    /// Subscriptions looked at.
+    pub subscriptions: u32,
+    /// Drafts created.
+    pub created: u32,
+    /// Drafts whose lines changed (late events).
+    pub updated: u32,
+    /// Invoices finalized.
+    pub finalized: u32,
+    /// Drafts looked at that did not change.
+    pub unchanged: u32,
+    /// Subscriptions that could not be invoiced, with why.
+    pub errors: Vec<RunError>,
+}
+
+/// A subscription the run could not invoice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunError {
+    /// The subscription.
+    pub subscription: String,
+    /// The stable code.
+    pub code: String,
+    /// Why.
+    pub message: String,
+}
+
+enum Action {
+    Create {
+        id: String,
+        draft: InvoiceDraft,
+        grace_until: UnixMs,
+        finalize: bool,
+    },
+    Update {
+        id: String,
+        draft: InvoiceDraft,
+        finalize: bool,
+    },
+}
+
+/// Runs the invoice cycle once.
+pub fn run(
+    engine: &Engine,
+    store: &BillingStore,
+    opts: &RunOptions,
+) -> Result<RunReport, BillingStoreError> {
+    let _one_at_a_time = store.run_lock.lock();
+    let (plans, catalog) = store.catalog()?;
+    let subs = store.subscriptions(opts.customer.as_ref())?;
+    let customers = store.read(|c| {
+        let mut stmt = c.prepare("SELECT doc FROM customers WHERE (?1 IS NULL OR key = ?1)")?;
+        let docs = stmt
+            .query_map(
+                params![opts.customer.as_ref().map(CustomerKey::as_str)],
+                |r| r.get::<_, String>(0),
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        docs.iter()
+            .map(|d| super::from_json::<Customer>("customer", d).map(|c| (c.key.clone(), c)))
+            .collect::<Result<BTreeMap<_, _>, _>>()
+    })?;
+    let mut invoices: BTreeMap<String, BTreeMap<UnixMs, Invoice>> = BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = store.invoices(&super::InvoiceFilter {
+            customer: opts.customer.clone(),
+            status: None,
+            after: after.clone(),
+            limit: super::LIST_LIMIT_MAX,
+        })?;
+        let done = page.len() < super::LIST_LIMIT_MAX;
+        after = page.last().map(|i| i.id.clone());
+        for inv in page {
+            invoices
+                .entry(inv.content.draft.subscription.0.clone())
+                .or_default()
+                .insert(inv.content.draft.period.start, inv);
+        }
+        if done {
+            break;
+        }
+    }
+
+    let mut report = RunReport::default();
+    let mut actions = Vec::new();
+    for sub in &subs {
+        report.subscriptions += 1;
+        let mine = invoices.remove(&sub.id.0).unwrap_or_default();
+        match plan_subscription(engine, &plans, &catalog, &customers, sub, mine, opts) {
+            Ok(mut a) => actions.append(&mut a),
+            Err(e) => report.errors.push(RunError {
+                subscription: sub.id.0.clone(),
+                code: e.code().to_owned(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    store.write(|tx| {
+        for action in actions {
+            let (id, draft, finalize) = match action {
+                Action::Create {
+                    id,
+                    draft,
+                    grace_until,
+                    finalize,
+                } => {
+                    let content = content_of(draft.clone(), 0);
+                    tx.execute(
+                        "INSERT INTO invoices (id, customer, subscription, period_start_ms, period_end_ms,
+                            status, doc, grace_until_ms, created_ms, updated_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 'draft', ?6, ?7, ?8, ?8)",
+                        params![
+                            id,
+                            draft.customer.as_str(),
+                            draft.subscription.0,
+                            draft.period.start.0,
+                            draft.period.end.0,
+                            to_json(&content)?,
+                            grace_until.0,
+                            opts.now.0
+                        ],
+                    )?;
+                    report.created += 1;
+                    (id, draft, finalize)
+                }
+                Action::Update {
+                    id,
+                    draft,
+                    finalize,
+                } => {
+                    let content = content_of(draft.clone(), 0);
+                    let changed = tx.execute(
+                        "UPDATE invoices SET doc = ?2, updated_ms = ?3
+                         WHERE id = ?1 AND status = 'draft' AND doc != ?2",
+                        params![id, to_json(&content)?, opts.now.0],
+                    )?;
+                    if changed > 0 {
+                        report.updated += 1;
+                    } else if !finalize {
+                        report.unchanged += 1;
+                    }
+                    (id, draft, finalize)
+                }
+            };
+            if finalize {
+                finalize_in(tx, &id, draft, opts.now)?;
+                report.finalized += 1;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(report)
+}
+
+fn content_of(draft: InvoiceDraft, credits_applied_minor: i64) -> InvoiceContent {
+    let amount_due_minor = draft.total_minor - credits_applied_minor;
+    InvoiceContent {
+        draft,
+        credits_applied_minor,
+        amount_due_minor,
+    }
+}
+
+/// Numbers the invoice (gapless per UTC year of finalization), draws credit, fixes the content.
+fn finalize_in(
+    tx: &rusqlite::Connection,
+    id: &str,
+    draft: InvoiceDraft,
+    now: UnixMs,
+) -> Result<(), BillingStoreError> {
+    let year = i64::from(now.to_timestamp().to_zoned(TimeZone::UTC).year());
+    tx.execute(
+        "INSERT INTO invoice_numbers (year, last) VALUES (?1, 1)
+         ON CONFLICT (year) DO UPDATE SET last = last + 1",
+        params![year],
+    )?;
+    let seq: i64 = tx.query_row(
+        "SELECT last FROM invoice_numbers WHERE year = ?1",
+        params![year],
+        |r| r.get(0),
+    )?;
+    let number = format!("TG-{year}-{seq:06}");
+    let customer = draft.customer.clone();
+    let grants = grants_in(tx, &customer)?;
+    let mut entries = entries_in(tx, &customer)?;
+    let expired = ledger::expire(&grants, &entries, now, &format!("txn_{}", random_hex(8)));
+    append_entries(tx, &customer, &expired)?;
+    entries.extend(expired);
+    let drawn = ledger::draw(
+        &grants,
+        &entries,
+        draft.currency,
+        draft.total_minor,
+        now,
+        &format!("txn_{}", random_hex(8)),
+        id,
+    );
+    append_entries(tx, &customer, &drawn)?;
+    let credits: i64 = drawn
+        .iter()
+        .filter(|e| e.account == ledger::Account::InvoiceSettlement)
+        .map(|e| e.amount_minor)
+        .sum();
+    let content = content_of(draft, credits);
+    let n = tx.execute(
+        "UPDATE invoices SET status = 'finalized', number = ?2, doc = ?3, finalized_ms = ?4,
+            updated_ms = ?4
+         WHERE id = ?1 AND status = 'draft'",
+        params![id, number, to_json(&content)?, now.0],
+    )?;
+    assert_eq!(n, 1, "invoice {id} was not a draft at finalization");
+    Ok(())
+}
+
+fn plan_subscription(
+    engine: &Engine,
+    plans: &BTreeMap<PlanKey, Plan>,
+    catalog: &Catalog,
+    customers: &BTreeMap<CustomerKey, Customer>,
+    sub: &Subscription,
+    mut mine: BTreeMap<UnixMs, Invoice>,
+    opts: &RunOptions,
+) -> Result<Vec<Action>, BillingStoreError> {
+    let customer = customers
+        .get(&sub.customer)
+        .ok_or_else(|| super::not_found("customer", sub.customer.as_str()))?;
+    let first = sub.phases.first().ok_or_else(|| BillingError::Conflict {
+        reason: "subscription without phases".into(),
+    })?;
+    let plan = plans
+        .get(&first.plan)
+        .ok_or_else(|| super::not_found("plan", first.plan.as_str()))?;
+    let cycle = Cycle::new(customer, plan.interval);
+    let periods = periods_to_invoice(&cycle, sub, opts)?;
+    let mut actions = Vec::new();
+    for period in periods {
+        let existing = mine.get(&period.start);
+        if existing.is_some_and(|i| i.status.is_final()) {
+            continue;
+        }
+        let earlier_invoices: Vec<&Invoice> = mine
+            .values()
+            .filter(|i| {
+                i.status.is_final()
+                    && i.content.draft.period.end <= period.start
+                    && i.content
+                        .draft
+                        .period
+                        .end
+                        .0
+                        .saturating_add(opts.acceptance_window_ms)
+                        > opts.now.0
+            })
+            .collect();
+        let earlier: Vec<Billed<'_>> = earlier_invoices
+            .iter()
+            .map(|i| Billed {
+                period: i.content.draft.period,
+                voided: i.status == InvoiceStatus::Void,
+                lines: &i.content.draft.lines,
+            })
+            .collect();
+        let needs = invoice::usage_needs(sub, catalog, &period, &earlier)?;
+        let usage = load_usage(engine, &sub.customer, needs)?;
+        let draft = invoice::draft(&DraftInput {
+            customer,
+            subscription: sub,
+            catalog,
+            period,
+            earlier: &earlier,
+            usage: &usage,
+        })?;
+        let (action, id) = match existing {
+            None => {
+                let id = format!("inv_{}", random_hex(8));
+                let grace_until = UnixMs(period.end.0.saturating_add(opts.grace_ms));
+                let finalize = opts.now >= grace_until;
+                (
+                    Action::Create {
+                        id: id.clone(),
+                        draft: draft.clone(),
+                        grace_until,
+                        finalize,
+                    },
+                    id,
+                )
+            }
+            Some(inv) => {
+                let finalize = opts.now >= inv.grace_until || opts.finalize_now.contains(&inv.id);
+                (
+                    Action::Update {
+                        id: inv.id.clone(),
+                        draft: draft.clone(),
+                        finalize,
+                    },
+                    inv.id.clone(),
+                )
+            }
+        };
+        let finalize = matches!(
+            action,
+            Action::Create { finalize: true, .. } | Action::Update { finalize: true, .. }
+        );
+        actions.push(action);
+        // Later periods of this run see this one as billed.
+        let now = opts.now;
+        mine.insert(
+            period.start,
+            Invoice {
+                id,
+                number: None,
+                status: if finalize {
+                    InvoiceStatus::Finalized
+                } else {
+                    InvoiceStatus::Draft
+                },
+                content: content_of(draft, 0),
+                grace_until: now,
+                created_ms: now,
+                updated_ms: now,
+                finalized_ms: None,
+                paid_ms: None,
+                voided_ms: None,
+            },
+        );
+    }
+    Ok(actions)
+}
+
+/// The ended periods of a subscription, oldest first.
+fn periods_to_invoice(
+    cycle: &Cycle<'_>,
+    sub: &Subscription,
+    opts: &RunOptions,
+) -> Result<Vec<Period>, BillingStoreError> {
+    let ended = |p: &Period| p.end <= opts.now && sub.overlaps(p);
+    if let Some((year, month)) = opts.period {
+        return Ok(cycle
+            .period_starting_in(year, month)?
+            .filter(|p| ended(p))
+            .into_iter()
+            .collect());
+    }
+    let mut out = Vec::new();
+    let mut p = cycle.period_containing(sub.start())?;
+    while p.end <= opts.now && sub.overlaps(&p) && out.len() < RUN_PERIODS_PER_SUBSCRIPTION_MAX {
+        out.push(p);
+        p = cycle.period_containing(p.end)?;
+    }
+    Ok(out)
+}
+
+fn load_usage(
+    engine: &Engine,
+    customer: &CustomerKey,
+    needs: BTreeSet<UsageKey>,
+) -> Result<UsageTable, BillingStoreError> {
+    let subject = Subject::parse(customer.as_str()).map_err(|e| BillingError::Invalid {
+        field: "customer",
+        reason: e.to_string(),
+    })?;
+    let mut table = UsageTable::new();
+    for key in needs {
+        let rows = engine
+            .usage(
+                &key.meter,
+                &UsageQuery {
+                    subject: Some(subject.clone()),
+                    from: key.span.start,
+                    to: key.span.end,
+                    window: None,
+                    time_zone: TimeZone::UTC,
+                    group_by: Vec::new(),
+                },
+            )
+            .map_err(|e| BillingError::Conflict {
+                reason: format!("usage of meter {}: {e}", key.meter),
+            })?;
+        let quantity = rows.iter().map(|r| r.value).sum::<Decimal>();
+        table.insert(key, quantity);
+    }
+    Ok(table)
+}
