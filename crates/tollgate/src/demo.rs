@@ -105,13 +105,13 @@ fn seed_billing(engine: &Engine, billing: &BillingStore) -> anyhow::Result<()> {
         let prices: Vec<Price> = serde_json::from_str(prices).context("demo prices")?;
         billing.publish_version(&plan.key, prices, now)?;
     }
-    // Subscriptions start at the first day of the previous month (UTC), so last month is
-    // invoiced as soon as the server runs its first cycle.
+    // Subscriptions start at local midnight of the first day of the previous month, so last
+    // month is invoiced in full as soon as the server runs its first cycle.
     let today = now.to_timestamp().to_zoned(jiff::tz::TimeZone::UTC).date();
     let start_date = today
         .first_of_month()
         .checked_sub(jiff::Span::new().months(1))?;
-    let start = UnixMs::from_timestamp(start_date.to_zoned(jiff::tz::TimeZone::UTC)?.timestamp());
+    let mut first_start = None;
     let zones = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Singapore"];
     for n in 0..DEMO_CUSTOMERS {
         let japanese = n % 10 == 9;
@@ -136,6 +136,12 @@ fn seed_billing(engine: &Engine, billing: &BillingStore) -> anyhow::Result<()> {
             created_ms: now,
         };
         billing.create_customer(&customer)?;
+        let start = UnixMs::from_timestamp(
+            start_date
+                .to_zoned(customer.time_zone.tz().clone())?
+                .timestamp(),
+        );
+        first_start.get_or_insert(start);
         let plan = PlanKey::parse(if japanese { "proxy-jp" } else { "proxy-pro" })?;
         let sub = Subscription::new(
             SubscriptionId(format!("sub_demo{n:04}")),
@@ -156,7 +162,7 @@ fn seed_billing(engine: &Engine, billing: &BillingStore) -> anyhow::Result<()> {
         amount_minor: 2_000,
         currency: Currency::parse("USD")?,
         priority: 10,
-        granted_ms: start,
+        granted_ms: first_start.unwrap_or(now),
         expires_ms: None,
         reason: "welcome credit".into(),
     })?;

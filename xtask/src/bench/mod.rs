@@ -7,6 +7,7 @@
 //! - `http`: `tollgate serve` on `127.0.0.1:0` fed by `tollgate loadgen`; events/s, batch
 //!   latency percentiles, the server's peak RSS, then every figure checked.
 //! - `query`: usage queries over HTTP with keep-alive on the data dir `ingest` loaded.
+//! - `invoice`: the invoice run over the loaded month for every customer (see `invoice.rs`).
 //! - `baseline`: PostgreSQL on `127.0.0.1:5432` (psql) and SQLite (in-process) loading the CSV
 //!   with their dedup key, the same queries in SQL, the same exactness check. A baseline that
 //!   cannot run fails the bench; it never skips.
@@ -24,6 +25,7 @@ mod data;
 mod exact;
 mod http;
 mod ingest;
+mod invoice;
 mod postgres;
 mod query;
 mod report;
@@ -91,6 +93,8 @@ pub enum Part {
     Query,
     /// PostgreSQL and SQLite on the same files.
     Baseline,
+    /// The invoice run for every customer over the loaded month.
+    Invoice,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +141,7 @@ pub struct Results {
     pub http: Vec<Measure>,
     pub postgres: Vec<Measure>,
     pub sqlite: Vec<Measure>,
+    pub invoice: Vec<invoice::InvoiceMeasure>,
     pub postgres_version: Option<String>,
     pub sqlite_version: Option<String>,
     /// Differences found by the exactness checks (first ones of each failing check).
@@ -201,7 +206,13 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
     }
     let mut parts = args.only.clone();
     if parts.is_empty() {
-        parts = vec![Part::Ingest, Part::Http, Part::Query, Part::Baseline];
+        parts = vec![
+            Part::Ingest,
+            Part::Http,
+            Part::Query,
+            Part::Invoice,
+            Part::Baseline,
+        ];
     }
     parts.sort_unstable();
     parts.dedup();
@@ -259,13 +270,20 @@ fn run_parts(bench: &Bench, parts: &[Part], runs: usize) -> anyhow::Result<Resul
             tollgate = m;
             imported = Some(dir);
         }
-        if parts.contains(&Part::Query) {
+        if parts.contains(&Part::Query) || parts.contains(&Part::Invoice) {
             let dir = match imported.take() {
                 Some(dir) => dir,
                 None => ingest::load_untimed(bench, run)?,
             };
-            let q = query::run(bench, &dir, &mut results.differences)?;
-            tollgate = merge(tollgate, q);
+            if parts.contains(&Part::Query) {
+                let q = query::run(bench, &dir, &mut results.differences)?;
+                tollgate = merge(tollgate, q);
+            }
+            if parts.contains(&Part::Invoice) {
+                results
+                    .invoice
+                    .push(invoice::run(bench, &dir, &mut results.differences)?);
+            }
             std::fs::remove_dir_all(&dir)?;
         }
         if let Some(dir) = imported {

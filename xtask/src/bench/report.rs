@@ -68,7 +68,8 @@ pub fn render(bench: &Bench, results: &Results, command_line: &str) -> String {
     .iter()
     .map(|r| r.len())
     .max()
-    .unwrap_or(0);
+    .unwrap_or(0)
+    .max(results.invoice.len());
     let _ = writeln!(
         s,
         "{} lines ({} unique events, {} duplicates), {} customers, 30 days from {}; NDJSON {}, CSV {}. Median of {runs} run(s).\n",
@@ -80,75 +81,85 @@ pub fn render(bench: &Bench, results: &Results, command_line: &str) -> String {
         file_size(&data.ndjson),
         file_size(&data.csv),
     );
-    s.push_str(
+    let table = [
+        &results.tollgate,
+        &results.http,
+        &results.postgres,
+        &results.sqlite,
+    ]
+    .iter()
+    .any(|r| !r.is_empty());
+    if table {
+        s.push_str(
         "| engine | events/s | × Tollgate import | peak RSS | on disk | 1 customer by day p50 / p99 ms (customers) | all customers × days ms | sessions per customer ms | grand total ms | exact |\n",
     );
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n");
-    let base = median_of(&results.tollgate, |m| m.events_per_s);
-    let mut rows: Vec<(String, &Vec<Measure>)> = Vec::new();
-    if !results.tollgate.is_empty() {
-        let name = if base.is_some() {
-            "Tollgate import"
-        } else {
-            "Tollgate (queries only)"
-        };
-        rows.push((name.into(), &results.tollgate));
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|\n");
+        let base = median_of(&results.tollgate, |m| m.events_per_s);
+        let mut rows: Vec<(String, &Vec<Measure>)> = Vec::new();
+        if !results.tollgate.is_empty() {
+            let name = if base.is_some() {
+                "Tollgate import"
+            } else {
+                "Tollgate (queries only)"
+            };
+            rows.push((name.into(), &results.tollgate));
+        }
+        if !results.http.is_empty() {
+            rows.push((
+                format!("Tollgate HTTP ({} conns)", bench.concurrency),
+                &results.http,
+            ));
+        }
+        if !results.postgres.is_empty() {
+            rows.push((
+                format!(
+                    "PostgreSQL {}",
+                    results.postgres_version.as_deref().unwrap_or("")
+                ),
+                &results.postgres,
+            ));
+        }
+        if !results.sqlite.is_empty() {
+            rows.push((
+                format!("SQLite {}", results.sqlite_version.as_deref().unwrap_or("")),
+                &results.sqlite,
+            ));
+        }
+        for (name, runs) in rows {
+            let rate = median_of(runs, |m| m.events_per_s);
+            let ratio = match (rate, base) {
+                (Some(r), Some(b)) if b > 0.0 => format!("{:.2}×", r / b),
+                _ => "—".into(),
+            };
+            let customer = match (
+                median_of(runs, |m| m.customer_p50_ms),
+                median_of(runs, |m| m.customer_p99_ms),
+            ) {
+                (Some(p50), Some(p99)) => format!(
+                    "{} / {} ({})",
+                    millis(p50),
+                    millis(p99),
+                    runs.iter()
+                        .filter_map(|m| m.customer_queries)
+                        .min()
+                        .map_or_else(|| "?".into(), |n| thousands(u64::try_from(n).unwrap_or(0)))
+                ),
+                _ => "—".into(),
+            };
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {ratio} | {} | {} | {customer} | {} | {} | {} | {} |",
+                rate.map_or_else(|| "—".into(), |r| thousands(round(r))),
+                bytes_median(runs, |m| m.peak_rss_bytes),
+                bytes_median(runs, |m| m.disk_bytes),
+                opt_ms(median_of(runs, |m| m.all_cells_ms)),
+                opt_ms(median_of(runs, |m| m.sessions_ms)),
+                opt_ms(median_of(runs, |m| m.totals_ms)),
+                exact(runs),
+            );
+        }
+        s.push('\n');
     }
-    if !results.http.is_empty() {
-        rows.push((
-            format!("Tollgate HTTP ({} conns)", bench.concurrency),
-            &results.http,
-        ));
-    }
-    if !results.postgres.is_empty() {
-        rows.push((
-            format!(
-                "PostgreSQL {}",
-                results.postgres_version.as_deref().unwrap_or("")
-            ),
-            &results.postgres,
-        ));
-    }
-    if !results.sqlite.is_empty() {
-        rows.push((
-            format!("SQLite {}", results.sqlite_version.as_deref().unwrap_or("")),
-            &results.sqlite,
-        ));
-    }
-    for (name, runs) in rows {
-        let rate = median_of(runs, |m| m.events_per_s);
-        let ratio = match (rate, base) {
-            (Some(r), Some(b)) if b > 0.0 => format!("{:.2}×", r / b),
-            _ => "—".into(),
-        };
-        let customer = match (
-            median_of(runs, |m| m.customer_p50_ms),
-            median_of(runs, |m| m.customer_p99_ms),
-        ) {
-            (Some(p50), Some(p99)) => format!(
-                "{} / {} ({})",
-                millis(p50),
-                millis(p99),
-                runs.iter()
-                    .filter_map(|m| m.customer_queries)
-                    .min()
-                    .map_or_else(|| "?".into(), |n| thousands(u64::try_from(n).unwrap_or(0)))
-            ),
-            _ => "—".into(),
-        };
-        let _ = writeln!(
-            s,
-            "| {name} | {} | {ratio} | {} | {} | {customer} | {} | {} | {} | {} |",
-            rate.map_or_else(|| "—".into(), |r| thousands(round(r))),
-            bytes_median(runs, |m| m.peak_rss_bytes),
-            bytes_median(runs, |m| m.disk_bytes),
-            opt_ms(median_of(runs, |m| m.all_cells_ms)),
-            opt_ms(median_of(runs, |m| m.sessions_ms)),
-            opt_ms(median_of(runs, |m| m.totals_ms)),
-            exact(runs),
-        );
-    }
-    s.push('\n');
     if !results.http.is_empty() {
         let p = |i: usize| median_of(&results.http, |m| m.latency_ms.map(|l| l[i]));
         let retries: u64 = results.http.iter().filter_map(|m| m.retries).sum();
@@ -171,6 +182,26 @@ pub fn render(bench: &Bench, results: &Results, command_line: &str) -> String {
     {
         s.push_str(
             "All customers × days in one request is over Tollgate's `USAGE_ROWS_MAX` (200,000 rows) for this data set: no figure.\n\n",
+        );
+    }
+    if !results.invoice.is_empty() {
+        let med = |f: fn(&super::invoice::InvoiceMeasure) -> f64| {
+            let v: Vec<f64> = results.invoice.iter().map(f).collect();
+            super::median(&v)
+        };
+        let customers = results.invoice.first().map_or(0, |m| m.customers);
+        let _ = writeln!(
+            s,
+            "Invoice run (`POST /v1/invoices/run`, one period over the whole span, {} customers × 1 flat + 3 metered prices): first run (draft + finalize every invoice) {} ms, second run (nothing new) {} ms; setup over HTTP {} ms; exact: {}.\n",
+            thousands(u64::try_from(customers).unwrap_or(0)),
+            opt_ms(med(|m| m.first_run_ms)),
+            opt_ms(med(|m| m.second_run_ms)),
+            opt_ms(med(|m| m.setup_ms)),
+            if results.invoice.iter().all(|m| m.exact) {
+                "yes"
+            } else {
+                "no"
+            }
         );
     }
     if !results.postgres.is_empty() || !results.sqlite.is_empty() {

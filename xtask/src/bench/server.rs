@@ -24,6 +24,11 @@ pub struct Server {
 impl Server {
     /// Starts the server on `data_dir`; its stderr goes to `data_dir`.log.
     pub fn start(bench: &Bench, data_dir: &Path) -> anyhow::Result<Server> {
+        Server::start_with(bench, data_dir, &[])
+    }
+
+    /// [`Server::start`] with extra `serve` flags.
+    pub fn start_with(bench: &Bench, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
         let log = data_dir.with_extension("log");
         let log_file = std::fs::File::create(&log)?;
         let mut cmd: Command = bench.tollgate();
@@ -32,6 +37,7 @@ impl Server {
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(["--acceptance-window", ACCEPTANCE_WINDOW])
+            .args(extra)
             .env("TOLLGATE_ADMIN_KEY", ADMIN_KEY)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
