@@ -255,6 +255,31 @@ impl Server {
         self.request("GET", path, Some(key), None, None)
     }
 
+    /// GET with a key, keeping the body as the exact text sent and the content type (for
+    /// byte-for-byte comparisons and HTML pages).
+    pub fn get_raw(&self, path: &str, key: &str) -> RawReply {
+        let mut resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .unwrap_or_else(|e| panic!("request {path} failed: {e}\n{}", self.log_text()));
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let mut text = String::new();
+        resp.read_to_string(&mut text).unwrap();
+        RawReply {
+            status,
+            content_type,
+            text,
+        }
+    }
+
     /// `PUT /v1/meters/{slug}` with the admin key.
     pub fn put_meter(&self, slug: &str, definition: &Value) -> Reply {
         self.request(
@@ -335,6 +360,14 @@ impl Reply {
         };
         Reply { status, body }
     }
+}
+
+/// A response kept as text, with its content type.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    pub content_type: String,
+    pub text: String,
 }
 
 /// Asserts an error answer: the status, and a body of exactly
