@@ -84,6 +84,10 @@ pub fn router(state: State) -> Router {
             get(routes::customers::ledger),
         )
         .route(
+            "/v1/customers/{key}/upcoming_invoice",
+            get(routes::customers::upcoming),
+        )
+        .route(
             "/v1/plans",
             get(routes::plans::list).post(routes::plans::create),
         )

@@ -26,6 +26,7 @@ use crate::routes;
         routes::customers::grant,
         routes::customers::balance,
         routes::customers::ledger,
+        routes::customers::upcoming,
         routes::plans::create,
         routes::plans::list,
         routes::plans::get,

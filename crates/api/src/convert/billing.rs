@@ -536,3 +536,18 @@ pub fn ledger_response(grants: &[Grant], entries: &[Entry]) -> LedgerResponse {
             .collect(),
     }
 }
+
+/// An upcoming invoice's body.
+pub fn upcoming_response(d: &tollgate_core::invoice::InvoiceDraft, as_of: UnixMs) -> UpcomingInvoiceResponse {
+    UpcomingInvoiceResponse {
+        customer: d.customer.to_string(),
+        subscription: d.subscription.0.clone(),
+        currency: d.currency.to_string(),
+        period: period_body(&d.period),
+        as_of: time_text(as_of),
+        lines: d.lines.iter().map(line_body).collect(),
+        subtotal_minor: d.subtotal_minor,
+        tax_minor: d.tax_minor,
+        total_minor: d.total_minor,
+    }
+}

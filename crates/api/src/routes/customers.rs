@@ -12,12 +12,12 @@ use crate::ApiError;
 use crate::auth::authorize;
 use crate::convert::billing::{
     balance_response, customer_from_body, customer_key, customer_response, grant_from_body,
-    grant_response, instant, ledger_response, patch_customer,
+    grant_response, instant, ledger_response, patch_customer, upcoming_response,
 };
 use crate::types::ErrorResponse;
 use crate::types::billing::{
     BalanceResponse, CustomerBody, CustomerList, CustomerPatch, CustomerResponse, GrantBody,
-    GrantResponse, LedgerResponse,
+    GrantResponse, LedgerResponse, UpcomingInvoiceResponse,
 };
 
 /// Create a customer.
@@ -227,4 +227,46 @@ pub(crate) async fn ledger(
     let st = state.clone();
     let (grants, entries) = blocking(move || Ok(st.billing.credits(&key)?)).await?;
     Ok(Json(ledger_response(&grants, &entries)))
+}
+
+/// The running charges of the current period: what the customer's invoice would say if the
+/// period ended now (usage so far; nothing is stored).
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{key}/upcoming_invoice",
+    tag = "invoices",
+    params(("key" = String, Path)),
+    responses(
+        (status = 200, body = UpcomingInvoiceResponse),
+        (status = 404, description = "`customer_not_found`, `no_running_subscription`", body = ErrorResponse),
+    ),
+    security(("api_key" = ["read"]))
+)]
+pub(crate) async fn upcoming(
+    State(state): State<crate::State>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<UpcomingInvoiceResponse>, ApiError> {
+    authorize(&state, &headers, Scope::Read)?;
+    let key = customer_key(&key)?;
+    let st = state.clone();
+    let (draft, now) = blocking(move || {
+        let now = st.engine.now();
+        let draft = tollgate_store::billing::run::upcoming(
+            &st.engine,
+            &st.billing,
+            &key,
+            now,
+            st.engine.config().acceptance_window_ms,
+        )?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "no_running_subscription",
+                format!("customer `{key}` has no subscription running now"),
+            )
+        })?;
+        Ok((draft, now))
+    })
+    .await?;
+    Ok(Json(upcoming_response(&draft, now)))
 }

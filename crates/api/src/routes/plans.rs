@@ -18,6 +18,22 @@ use crate::types::billing::{
     PlanBody, PlanList, PlanResponse, PlanVersionBody, PlanVersionResponse,
 };
 
+/// Every metered price must name a meter that exists (422 `unknown_meter`).
+fn check_meters(state: &crate::AppState, prices: &[tollgate_core::pricing::Price]) -> Result<(), ApiError> {
+    for p in prices {
+        if let Some(m) = &p.meter
+            && state.engine.meter(m).is_none()
+        {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_meter",
+                format!("price `{}` uses meter `{m}`, which does not exist", p.key),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Create a plan; with `prices`, version 1 is published in the same call.
 #[utoipa::path(
     post,
@@ -28,7 +44,7 @@ use crate::types::billing::{
         (status = 201, body = PlanResponse),
         (status = 400, description = "`invalid_plan_key`, `invalid_decimal`, `invalid_body`", body = ErrorResponse),
         (status = 409, description = "`plan_exists`", body = ErrorResponse),
-        (status = 422, description = "`invalid_price`, `invalid_field`, `unknown_currency`", body = ErrorResponse),
+        (status = 422, description = "`invalid_price`, `invalid_field`, `unknown_currency`, `unknown_meter`", body = ErrorResponse),
     ),
     security(("api_key" = ["admin"]))
 )]
@@ -55,6 +71,9 @@ pub(crate) async fn create(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
+    if let Some(prices) = &prices {
+        check_meters(&state, prices)?;
+    }
     if plan.name.is_empty() || plan.name.len() > tollgate_core::billing::NAME_BYTES_MAX {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -96,7 +115,7 @@ pub(crate) async fn create(
     responses(
         (status = 201, body = PlanVersionResponse),
         (status = 404, description = "`plan_not_found`", body = ErrorResponse),
-        (status = 422, description = "`invalid_price`, `invalid_field`", body = ErrorResponse),
+        (status = 422, description = "`invalid_price`, `invalid_field`, `unknown_meter`", body = ErrorResponse),
     ),
     security(("api_key" = ["admin"]))
 )]

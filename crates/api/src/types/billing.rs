@@ -585,3 +585,27 @@ pub struct LedgerResponse {
     /// Entries in order.
     pub entries: Vec<LedgerEntryBody>,
 }
+
+/// The running charges of the current period: the invoice the period would get if it ended
+/// now, priced with the usage so far. Not stored.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UpcomingInvoiceResponse {
+    /// Customer key.
+    pub customer: String,
+    /// Subscription.
+    pub subscription: String,
+    /// Currency.
+    pub currency: String,
+    /// The current period.
+    pub period: PeriodBody,
+    /// Usage up to this instant (RFC 3339).
+    pub as_of: String,
+    /// Lines (charges so far, and adjustments the next invoice will carry).
+    pub lines: Vec<LineBody>,
+    /// Σ lines.
+    pub subtotal_minor: i64,
+    /// Tax.
+    pub tax_minor: i64,
+    /// Subtotal + tax.
+    pub total_minor: i64,
+}

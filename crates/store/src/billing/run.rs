@@ -299,38 +299,16 @@ fn plan_subscription(
         if existing.is_some_and(|i| i.status.is_final()) {
             continue;
         }
-        let earlier_invoices: Vec<&Invoice> = mine
-            .values()
-            .filter(|i| {
-                i.status.is_final()
-                    && i.content.draft.period.end <= period.start
-                    && i.content
-                        .draft
-                        .period
-                        .end
-                        .0
-                        .saturating_add(opts.acceptance_window_ms)
-                        > opts.now.0
-            })
-            .collect();
-        let earlier: Vec<Billed<'_>> = earlier_invoices
-            .iter()
-            .map(|i| Billed {
-                period: i.content.draft.period,
-                voided: i.status == InvoiceStatus::Void,
-                lines: &i.content.draft.lines,
-            })
-            .collect();
-        let needs = invoice::usage_needs(sub, catalog, &period, &earlier)?;
-        let usage = load_usage(engine, &sub.customer, needs)?;
-        let draft = invoice::draft(&DraftInput {
-            customer,
-            subscription: sub,
+        let draft = draft_period(
+            engine,
             catalog,
+            customer,
+            sub,
             period,
-            earlier: &earlier,
-            usage: &usage,
-        })?;
+            &mine,
+            opts.now,
+            opts.acceptance_window_ms,
+        )?;
         let (action, id) = match existing {
             None => {
                 let id = format!("inv_{}", random_hex(8));
@@ -386,6 +364,95 @@ fn plan_subscription(
         );
     }
     Ok(actions)
+}
+
+/// Drafts `period` of `sub`, correcting earlier finalized periods that late events can still
+/// reach (their end + the acceptance window is after `now`).
+#[allow(clippy::too_many_arguments)] // The inputs of one decision, loaded by the caller.
+fn draft_period(
+    engine: &Engine,
+    catalog: &Catalog,
+    customer: &Customer,
+    sub: &Subscription,
+    period: Period,
+    mine: &BTreeMap<UnixMs, Invoice>,
+    now: UnixMs,
+    acceptance_window_ms: i64,
+) -> Result<InvoiceDraft, BillingStoreError> {
+    let earlier: Vec<Billed<'_>> = mine
+        .values()
+        .filter(|i| {
+            let p = i.content.draft.period;
+            i.status.is_final()
+                && p.end <= period.start
+                && p.end.0.saturating_add(acceptance_window_ms) > now.0
+        })
+        .map(|i| Billed {
+            period: i.content.draft.period,
+            voided: i.status == InvoiceStatus::Void,
+            lines: &i.content.draft.lines,
+        })
+        .collect();
+    let needs = invoice::usage_needs(sub, catalog, &period, &earlier)?;
+    let usage = load_usage(engine, &sub.customer, needs)?;
+    Ok(invoice::draft(&DraftInput {
+        customer,
+        subscription: sub,
+        catalog,
+        period,
+        earlier: &earlier,
+        usage: &usage,
+    })?)
+}
+
+/// The invoice the customer's running subscription would get for the period containing `now`,
+/// priced with the usage so far (nothing is stored): the running charges, including
+/// adjustments the next invoice will carry. `None` when no subscription runs now.
+pub fn upcoming(
+    engine: &Engine,
+    store: &BillingStore,
+    customer: &CustomerKey,
+    now: UnixMs,
+    acceptance_window_ms: i64,
+) -> Result<Option<InvoiceDraft>, BillingStoreError> {
+    let c = store.customer(customer)?;
+    let (plans, catalog) = store.catalog()?;
+    let Some(sub) = store
+        .subscriptions(Some(customer))?
+        .into_iter()
+        .find(|s| s.phase_at(now).is_some())
+    else {
+        return Ok(None);
+    };
+    let first = sub.phases.first().ok_or_else(|| BillingError::Conflict {
+        reason: "subscription without phases".into(),
+    })?;
+    let plan = plans
+        .get(&first.plan)
+        .ok_or_else(|| super::not_found("plan", first.plan.as_str()))?;
+    let period = Cycle::new(&c, plan.interval).period_containing(now)?;
+    let mine: BTreeMap<UnixMs, Invoice> = store
+        .invoices(&super::InvoiceFilter {
+            customer: Some(customer.clone()),
+            status: None,
+            after: None,
+            limit: super::LIST_LIMIT_MAX,
+        })?
+        .into_iter()
+        .filter(|i| i.content.draft.subscription == sub.id)
+        .map(|i| (i.content.draft.period.start, i))
+        .collect();
+    draft_period(
+        engine,
+        &catalog,
+        &c,
+        &sub,
+        period,
+        &mine,
+        now,
+        acceptance_window_ms,
+    )
+    .map(Some)
 }
 
 /// The ended periods of a subscription, oldest first.
