@@ -271,11 +271,22 @@ pub enum QueryError {
     Store(#[from] StoreError),
 }
 
+/// One stored event, as received.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// Ingest sequence number.
+    pub seq: u64,
+    /// When its group commit was made durable.
+    pub committed: UnixMs,
+    /// The raw CloudEvent JSON.
+    pub raw: String,
+}
+
 /// One page of stored events.
 #[derive(Clone, Debug, Default)]
 pub struct EventPage {
-    /// (sequence number, raw CloudEvent JSON) in ingest order.
-    pub events: Vec<(u64, String)>,
+    /// Events in ingest order.
+    pub events: Vec<StoredEvent>,
     /// Pass as `after_seq` for the next page; `None` on the last page.
     pub next_after: Option<u64>,
 }
@@ -501,8 +512,8 @@ impl Engine {
     /// The stored events of `subject` that `meter` counted with time in `span`, in ingest
     /// order, after sequence number `after_seq`, at most `limit` of them; with the cursor of
     /// the next page. Scans the frames whose time range overlaps `span` (raw events are kept in
-    /// ingest order, not by subject), skipping events whose text does not mention the subject
-    /// before parsing.
+    /// ingest order, not by subject). An event is parsed only when its text holds the subject
+    /// literally or holds an escape (JSON may spell any character as `\uXXXX`).
     pub fn events_behind(
         &self,
         meter: &MeterSlug,
@@ -523,14 +534,13 @@ impl Engine {
         let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| StoreError::open(&path, e))?;
         let mut page = EventPage::default();
-        let needle = serde_json::to_string(subject).unwrap_or_default();
-        frames::for_each_frame_in(&conn, from, to, after_seq, |frame| {
+        frames::for_each_frame_in(&conn, from, to, after_seq, |frame, committed| {
             frame.for_each_event(|seq, time, raw| {
                 if seq <= after_seq
                     || page.next_after.is_some()
                     || time < from
                     || time >= to
-                    || !raw.contains(needle.trim_matches('"'))
+                    || !(raw.contains(subject) || raw.contains('\\'))
                 {
                     return Ok(());
                 }
@@ -542,10 +552,14 @@ impl Engine {
                     return Ok(());
                 }
                 if page.events.len() == limit {
-                    page.next_after = page.events.last().map(|(s, _)| *s);
+                    page.next_after = page.events.last().map(|e| e.seq);
                     return Ok(());
                 }
-                page.events.push((seq, raw.to_owned()));
+                page.events.push(StoredEvent {
+                    seq,
+                    committed,
+                    raw: raw.to_owned(),
+                });
                 Ok(())
             })?;
             Ok(page.next_after.is_none())

@@ -193,17 +193,18 @@ pub(crate) fn next_event_seq(conn: &Connection) -> Result<u64, StoreError> {
     u64::try_from(next).map_err(|_| StoreError::Corrupt("negative event sequence".into()))
 }
 
-/// Calls `f` for every stored frame that may hold an event with time in `[from, to)` and a
-/// sequence number above `after_seq`, in commit order, until `f` returns `Ok(false)`.
+/// Calls `f(frame, committed)` for every stored frame that may hold an event with time in
+/// `[from, to)` and a sequence number above `after_seq`, in commit order, until `f` returns
+/// `Ok(false)`.
 pub(crate) fn for_each_frame_in(
     conn: &Connection,
     from: UnixMs,
     to: UnixMs,
     after_seq: u64,
-    mut f: impl FnMut(StoredFrame) -> Result<bool, StoreError>,
+    mut f: impl FnMut(StoredFrame, UnixMs) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT first_event_seq, event_count, keys, events FROM event_frames
+        "SELECT first_event_seq, event_count, keys, events, committed_ms FROM event_frames
          WHERE max_time_ms >= ?1 AND min_time_ms < ?2 AND first_event_seq + event_count > ?3
          ORDER BY frame_seq",
     )?;
@@ -212,12 +213,17 @@ pub(crate) fn for_each_frame_in(
     while let Some(row) = rows.next()? {
         let first: i64 = row.get(0)?;
         let count: i64 = row.get(1)?;
-        let go_on = f(StoredFrame {
-            first_event_seq: u64::try_from(first).map_err(|_| StoreError::Corrupt("seq".into()))?,
-            event_count: u32::try_from(count).map_err(|_| StoreError::Corrupt("count".into()))?,
-            keys: row.get(2)?,
-            events: row.get(3)?,
-        })?;
+        let go_on = f(
+            StoredFrame {
+                first_event_seq: u64::try_from(first)
+                    .map_err(|_| StoreError::Corrupt("seq".into()))?,
+                event_count: u32::try_from(count)
+                    .map_err(|_| StoreError::Corrupt("count".into()))?,
+                keys: row.get(2)?,
+                events: row.get(3)?,
+            },
+            UnixMs(row.get(4)?),
+        )?;
         if !go_on {
             break;
         }

@@ -161,6 +161,7 @@ fn run_cycle(args: RunArgs) -> anyhow::Result<ExitCode> {
         period,
         customer: customer(args.customer.as_deref())?,
         finalize_now: BTreeSet::new(),
+        only_period_start: None,
     };
     let started = std::time::Instant::now();
     let report = run::run(&engine, &billing, &opts)?;

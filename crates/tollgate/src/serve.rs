@@ -112,7 +112,7 @@ async fn invoice_scheduler(state: Arc<AppState>, every_ms: i64) {
         let st = Arc::clone(&state);
         let outcome = tokio::task::spawn_blocking(move || {
             let now = st.engine.now();
-            tollgate_api::routes_support::run_cycle(&st, None, None, Default::default())
+            tollgate_api::routes_support::run_cycle(&st, None, None, Default::default(), None)
                 .map(|r| (r, now))
         })
         .await;

@@ -538,7 +538,10 @@ pub fn ledger_response(grants: &[Grant], entries: &[Entry]) -> LedgerResponse {
 }
 
 /// An upcoming invoice's body.
-pub fn upcoming_response(d: &tollgate_core::invoice::InvoiceDraft, as_of: UnixMs) -> UpcomingInvoiceResponse {
+pub fn upcoming_response(
+    d: &tollgate_core::invoice::InvoiceDraft,
+    as_of: UnixMs,
+) -> UpcomingInvoiceResponse {
     UpcomingInvoiceResponse {
         customer: d.customer.to_string(),
         subscription: d.subscription.0.clone(),

@@ -23,7 +23,7 @@ use crate::convert::billing::{customer_key, invoice_response, line_body, month, 
 use crate::convert::time_text;
 use crate::types::ErrorResponse;
 use crate::types::billing::{
-    ExplainResponse, ExplainWindow, InvoiceList, InvoiceResponse, InvoiceRunBody,
+    ExplainEvent, ExplainResponse, ExplainWindow, InvoiceList, InvoiceResponse, InvoiceRunBody,
     InvoiceRunResponse,
 };
 
@@ -36,8 +36,10 @@ pub fn run_cycle(
     period: Option<(i16, i8)>,
     customer: Option<tollgate_core::billing::CustomerKey>,
     finalize_now: BTreeSet<String>,
+    only_period_start: Option<UnixMs>,
 ) -> Result<RunReport, ApiError> {
     let opts = RunOptions {
+        only_period_start,
         now: state.engine.now(),
         grace_ms: state.invoice_grace_ms,
         acceptance_window_ms: state.engine.config().acceptance_window_ms,
@@ -179,6 +181,7 @@ async fn change(
                 None,
                 Some(inv.content.draft.customer.clone()),
                 BTreeSet::from([id.clone()]),
+                Some(inv.content.draft.period.start),
             )?;
             return Ok(st.billing.invoice(&id)?);
         }
@@ -276,12 +279,13 @@ pub(crate) async fn run_now(
     let period = body.period.as_deref().map(month).transpose()?;
     let customer = body.customer.as_deref().map(customer_key).transpose()?;
     let st = state.clone();
-    let report = blocking(move || run_cycle(&st, period, customer, BTreeSet::new())).await?;
+    let report = blocking(move || run_cycle(&st, period, customer, BTreeSet::new(), None)).await?;
     Ok(Json(run_response(report)))
 }
 
 /// Explain a line: its provenance, the usage per day behind it (customer's time zone) and,
-/// paged, the raw events the meter counted.
+/// paged, the raw events the meter counted. Events that arrived after the invoice was
+/// finalized are marked `late`: they are billed by adjustment lines of later invoices.
 #[utoipa::path(
     get,
     path = "/v1/invoices/{id}/lines/{line}/explain",
@@ -331,8 +335,8 @@ pub(crate) async fn explain(
             })?
             .clone();
         let customer = st.billing.customer(&inv.content.draft.customer)?;
-        let (windows, events, next_after) = match &l.meter {
-            None => (Vec::new(), Vec::new(), None),
+        let (windows, quantity_now, events, next_after) = match &l.meter {
+            None => (Vec::new(), rust_decimal::Decimal::ZERO, Vec::new(), None),
             Some(meter) => {
                 let subject = Subject::parse(customer.key.as_str())
                     .map_err(|e| ApiError::bad_request("invalid_customer_key", e.to_string()))?;
@@ -348,6 +352,7 @@ pub(crate) async fn explain(
                         group_by: Vec::new(),
                     },
                 )?;
+                let quantity_now = rows.iter().map(|r| r.value).sum();
                 let windows = rows
                     .iter()
                     .map(|r| ExplainWindow {
@@ -367,14 +372,24 @@ pub(crate) async fn explain(
                 let events = page
                     .events
                     .iter()
-                    .map(|(_, raw)| serde_json::from_str(raw).unwrap_or(serde_json::Value::Null))
+                    .map(|e| ExplainEvent {
+                        committed_at: time_text(e.committed),
+                        late: inv.finalized_ms.is_some_and(|f| e.committed > f),
+                        event: serde_json::from_str(&e.raw).unwrap_or(serde_json::Value::Null),
+                    })
                     .collect();
-                (windows, events, page.next_after.map(|s| s.to_string()))
+                (
+                    windows,
+                    quantity_now,
+                    events,
+                    page.next_after.map(|s| s.to_string()),
+                )
             }
         };
         Ok(ExplainResponse {
             line: line_body(&l),
             windows,
+            quantity_now: quantity_now.to_string(),
             events,
             next_after,
         })

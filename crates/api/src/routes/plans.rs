@@ -19,7 +19,10 @@ use crate::types::billing::{
 };
 
 /// Every metered price must name a meter that exists (422 `unknown_meter`).
-fn check_meters(state: &crate::AppState, prices: &[tollgate_core::pricing::Price]) -> Result<(), ApiError> {
+fn check_meters(
+    state: &crate::AppState,
+    prices: &[tollgate_core::pricing::Price],
+) -> Result<(), ApiError> {
     for p in prices {
         if let Some(m) = &p.meter
             && state.engine.meter(m).is_none()

@@ -477,17 +477,32 @@ pub struct ExplainWindow {
     pub quantity: String,
 }
 
+/// One raw event behind a line.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExplainEvent {
+    /// When Tollgate made it durable (RFC 3339).
+    pub committed_at: String,
+    /// Arrived after the invoice was finalized: not in this line, billed by an adjustment line
+    /// of a later invoice.
+    pub late: bool,
+    /// The CloudEvent exactly as received.
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+}
+
 /// Why a line says what it says.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ExplainResponse {
     /// The line.
     pub line: LineBody,
-    /// Daily usage (customer's time zone) over the line's segment; Σ = the quantity charged
-    /// when the line is a charge.
+    /// Usage today per day (customer's time zone) over the line's segment. For a draft, Σ = the
+    /// line's quantity; for a finalized invoice the difference is late usage, billed by
+    /// adjustment lines later.
     pub windows: Vec<ExplainWindow>,
+    /// Σ windows.
+    pub quantity_now: String,
     /// Raw CloudEvents behind the line, in ingest order, one page.
-    #[schema(value_type = Vec<Object>)]
-    pub events: Vec<serde_json::Value>,
+    pub events: Vec<ExplainEvent>,
     /// Pass as `after` for the next page of events; absent on the last page.
     pub next_after: Option<String>,
 }

@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub customer: Option<CustomerKey>,
     /// Finalize these draft invoices now, whatever their grace period says.
     pub finalize_now: BTreeSet<String>,
+    /// Only the period that starts at this instant (finalizing one invoice early).
+    pub only_period_start: Option<UnixMs>,
 }
 
 /// What one run did.
@@ -306,7 +308,6 @@ fn plan_subscription(
             sub,
             period,
             &mine,
-            opts.now,
             opts.acceptance_window_ms,
         )?;
         let (action, id) = match existing {
@@ -357,7 +358,7 @@ fn plan_subscription(
                 grace_until: now,
                 created_ms: now,
                 updated_ms: now,
-                finalized_ms: None,
+                finalized_ms: finalize.then_some(now),
                 paid_ms: None,
                 voided_ms: None,
             },
@@ -366,9 +367,11 @@ fn plan_subscription(
     Ok(actions)
 }
 
-/// Drafts `period` of `sub`, correcting earlier finalized periods that late events can still
-/// reach (their end + the acceptance window is after `now`).
-#[allow(clippy::too_many_arguments)] // The inputs of one decision, loaded by the caller.
+/// Drafts `period` of `sub`, correcting earlier finalized periods that late events may have
+/// reached since the subscription's last finalization: a period's events can arrive until its
+/// end + the acceptance window, and the last finalized invoice already re-priced every period
+/// whose window was still open then. So the set is bounded by the window, whatever the
+/// interval (a yearly plan's late January event is still billed a year later).
 fn draft_period(
     engine: &Engine,
     catalog: &Catalog,
@@ -376,16 +379,21 @@ fn draft_period(
     sub: &Subscription,
     period: Period,
     mine: &BTreeMap<UnixMs, Invoice>,
-    now: UnixMs,
     acceptance_window_ms: i64,
 ) -> Result<InvoiceDraft, BillingStoreError> {
+    let last_finalized = mine
+        .values()
+        .filter(|i| i.status.is_final())
+        .filter_map(|i| i.finalized_ms)
+        .max()
+        .unwrap_or(UnixMs(i64::MIN));
     let earlier: Vec<Billed<'_>> = mine
         .values()
         .filter(|i| {
             let p = i.content.draft.period;
             i.status.is_final()
                 && p.end <= period.start
-                && p.end.0.saturating_add(acceptance_window_ms) > now.0
+                && p.end.0.saturating_add(acceptance_window_ms) > last_finalized.0
         })
         .map(|i| Billed {
             period: i.content.draft.period,
@@ -449,7 +457,6 @@ pub fn upcoming(
         &sub,
         period,
         &mine,
-        now,
         acceptance_window_ms,
     )
     .map(Some)
@@ -467,6 +474,13 @@ fn periods_to_invoice(
             .period_starting_in(year, month)?
             .filter(|p| ended(p))
             .into_iter()
+            .collect());
+    }
+    if let Some(start) = opts.only_period_start {
+        let p = cycle.period_containing(start)?;
+        return Ok([p]
+            .into_iter()
+            .filter(|p| p.start == start && ended(p))
             .collect());
     }
     let mut out = Vec::new();
