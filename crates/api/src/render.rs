@@ -63,7 +63,7 @@ pub struct InvoicePage {
     pub tax: String,
     /// Formatted total.
     pub total: String,
-    /// Formatted credits.
+    /// Formatted credits (empty when none were applied).
     pub credits: String,
     /// Formatted amount due.
     pub amount_due: String,
@@ -103,8 +103,13 @@ pub fn invoice_page(
         .map(|l| {
             let mut notes = Vec::new();
             if !l.proration.is_full() {
+                let what = if l.meter.is_some() {
+                    "allowance, minimum and maximum prorated"
+                } else {
+                    "prorated"
+                };
                 notes.push(format!(
-                    "prorated {} of {} seconds",
+                    "{what}: {} of {} seconds",
                     l.proration.active_seconds, l.proration.period_seconds
                 ));
             }
@@ -193,7 +198,11 @@ pub fn invoice_page(
         ),
         tax: money(c, d.tax_minor),
         total: money(c, d.total_minor),
-        credits: money(c, inv.content.credits_applied_minor),
+        credits: if inv.content.credits_applied_minor == 0 {
+            String::new()
+        } else {
+            money(c, inv.content.credits_applied_minor)
+        },
         amount_due: money(c, inv.content.amount_due_minor),
         id: inv.id.clone(),
     }

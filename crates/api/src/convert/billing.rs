@@ -425,7 +425,16 @@ pub fn invoice_response(i: &Invoice) -> InvoiceResponse {
 
 /// A run report's body.
 pub fn run_response(r: RunReport) -> InvoiceRunResponse {
+    let timings_ms = [
+        ("load", r.timings.load_ms),
+        ("price", r.timings.price_ms),
+        ("commit", r.timings.commit_ms),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
     InvoiceRunResponse {
+        timings_ms,
         subscriptions: r.subscriptions,
         created: r.created,
         updated: r.updated,

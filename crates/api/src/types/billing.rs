@@ -453,6 +453,8 @@ pub struct InvoiceRunResponse {
     pub unchanged: u32,
     /// Subscriptions that failed: `{subscription, code, message}`.
     pub errors: Vec<InvoiceRunErrorBody>,
+    /// Milliseconds per stage: `load`, `price` (usage + pricing), `commit`.
+    pub timings_ms: BTreeMap<String, f64>,
 }
 
 /// A subscription the run could not invoice.

@@ -60,7 +60,7 @@ pub struct RunOptions {
 }
 
 /// What one run did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RunReport {
     /// Subscriptions looked at.
     pub subscriptions: u32,
@@ -74,6 +74,24 @@ pub struct RunReport {
     pub unchanged: u32,
     /// Subscriptions that could not be invoiced, with why.
     pub errors: Vec<RunError>,
+    /// Where the time went.
+    pub timings: RunTimings,
+}
+
+/// Milliseconds per stage of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct RunTimings {
+    /// Loading customers, plans, subscriptions and invoices.
+    pub load_ms: f64,
+    /// Reading usage and pricing every period (the core's decisions).
+    pub price_ms: f64,
+    /// Writing drafts, numbers, ledger entries; one transaction.
+    pub commit_ms: f64,
+}
+
+#[allow(clippy::float_arithmetic)] // Durations for people, never near money.
+fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
 }
 
 /// A subscription the run could not invoice.
@@ -108,6 +126,7 @@ pub fn run(
     opts: &RunOptions,
 ) -> Result<RunReport, BillingStoreError> {
     let _one_at_a_time = store.run_lock.lock();
+    let started = std::time::Instant::now();
     let (plans, catalog) = store.catalog()?;
     let subs = store.subscriptions(opts.customer.as_ref())?;
     let customers = store.read(|c| {
@@ -145,6 +164,8 @@ pub fn run(
     }
 
     let mut report = RunReport::default();
+    report.timings.load_ms = ms_since(started);
+    let started = std::time::Instant::now();
     let mut actions = Vec::new();
     for sub in &subs {
         report.subscriptions += 1;
@@ -158,6 +179,8 @@ pub fn run(
             }),
         }
     }
+    report.timings.price_ms = ms_since(started);
+    let started = std::time::Instant::now();
     store.write(|tx| {
         for action in actions {
             let (id, draft, finalize) = match action {
@@ -212,6 +235,7 @@ pub fn run(
         }
         Ok(())
     })?;
+    report.timings.commit_ms = ms_since(started);
     Ok(report)
 }
 
