@@ -89,6 +89,7 @@ pub struct Line {
     /// The full pricing breakdown (for an adjustment: of the re-priced period).
     pub charge: Charge,
     /// Already billed for this price and segment (adjustments only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previously_billed_minor: Option<i64>,
     /// The line's amount in minor units.
     pub amount_minor: i64,

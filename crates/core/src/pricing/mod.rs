@@ -480,14 +480,18 @@ pub struct Charge {
     /// Usage in the period.
     pub quantity: Decimal,
     /// The prorated free allowance.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
     pub free_units: Decimal,
     /// `max(0, quantity − free_units)`.
     pub billable_quantity: Decimal,
     /// Tier breakdown (graduated and volume).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tiers: Vec<TierCharge>,
     /// Added to reach the minimum.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
     pub minimum_true_up: Decimal,
     /// Removed by the maximum cap.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
     pub maximum_reduction: Decimal,
     /// The exact amount in major units.
     pub amount: Decimal,

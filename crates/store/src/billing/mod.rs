@@ -164,6 +164,54 @@ pub struct BillingStore {
     conn: Mutex<Connection>,
     /// Held for the whole of an invoice run, so two runs never decide on the same state.
     run_lock: Mutex<()>,
+    checkpointer: Checkpointer,
+}
+
+/// A thread that checkpoints the WAL (PASSIVE: it never blocks readers or the ingest writer)
+/// when told that billing wrote something. Stops when the store is dropped.
+struct Checkpointer {
+    tx: Option<crossbeam_channel::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(dir: &Path) -> Result<Checkpointer, StoreError> {
+        let conn = crate::open_db(dir)?;
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let handle = std::thread::Builder::new()
+            .name("tollgate-checkpoint".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Io {
+                path: dir.to_owned(),
+                source: e,
+            })?;
+        Ok(Checkpointer {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    fn poke(&self) {
+        // Full means a checkpoint is already due; one is enough.
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 const INVOICE_COLUMNS: &str = "id, number, status, doc, grace_until_ms, created_ms, updated_ms, finalized_ms, paid_ms, voided_ms";
@@ -215,11 +263,19 @@ fn decode_invoice(row: InvoiceRow) -> Result<Invoice, BillingStoreError> {
 
 impl BillingStore {
     /// Opens the billing tables of a data directory (creating the database if needed).
+    ///
+    /// This connection never checkpoints the WAL itself (a large invoice run would copy tens of
+    /// megabytes into the database file inside its commit); a checkpointer thread with its own
+    /// connection does it after each write, in the background.
     pub fn open(dir: &Path) -> Result<BillingStore, StoreError> {
         crate::prepare_dir(dir)?;
+        let conn = crate::open_db(dir)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Checkpointer::start(dir)?;
         Ok(BillingStore {
-            conn: Mutex::new(crate::open_db(dir)?),
+            conn: Mutex::new(conn),
             run_lock: Mutex::new(()),
+            checkpointer,
         })
     }
 
@@ -231,6 +287,8 @@ impl BillingStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        drop(conn);
+        self.checkpointer.poke();
         Ok(out)
     }
 
@@ -690,7 +748,8 @@ fn invoice_in(c: &Connection, id: &str) -> Result<Invoice, BillingStoreError> {
 }
 
 fn grants_in(c: &Connection, customer: &CustomerKey) -> Result<Vec<Grant>, BillingStoreError> {
-    let mut stmt = c.prepare("SELECT doc FROM credit_grants WHERE customer = ?1 ORDER BY id")?;
+    let mut stmt =
+        c.prepare_cached("SELECT doc FROM credit_grants WHERE customer = ?1 ORDER BY id")?;
     let docs = stmt
         .query_map(params![customer.as_str()], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
@@ -698,7 +757,8 @@ fn grants_in(c: &Connection, customer: &CustomerKey) -> Result<Vec<Grant>, Billi
 }
 
 fn entries_in(c: &Connection, customer: &CustomerKey) -> Result<Vec<Entry>, BillingStoreError> {
-    let mut stmt = c.prepare("SELECT doc FROM ledger_entries WHERE customer = ?1 ORDER BY seq")?;
+    let mut stmt =
+        c.prepare_cached("SELECT doc FROM ledger_entries WHERE customer = ?1 ORDER BY seq")?;
     let docs = stmt
         .query_map(params![customer.as_str()], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::tz::TimeZone;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tollgate_core::billing::{
@@ -182,58 +182,88 @@ pub fn run(
     report.timings.price_ms = ms_since(started);
     let started = std::time::Instant::now();
     store.write(|tx| {
+        let mut numbers = Numbers::default();
+        let with_grants: BTreeSet<String> = {
+            let mut stmt = tx.prepare_cached("SELECT DISTINCT customer FROM credit_grants")?;
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?
+        };
         for action in actions {
-            let (id, draft, finalize) = match action {
+            match action {
                 Action::Create {
                     id,
                     draft,
                     grace_until,
                     finalize,
                 } => {
-                    let content = content_of(draft.clone(), 0);
-                    tx.execute(
+                    let (status, number, finalized, content) = if finalize {
+                        let (number, content) =
+                            finalize_content(tx, &mut numbers, &with_grants, &id, draft, opts.now)?;
+                        ("finalized", Some(number), Some(opts.now.0), content)
+                    } else {
+                        ("draft", None, None, content_of(draft, 0))
+                    };
+                    let d = &content.draft;
+                    tx.prepare_cached(
                         "INSERT INTO invoices (id, customer, subscription, period_start_ms, period_end_ms,
-                            status, doc, grace_until_ms, created_ms, updated_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 'draft', ?6, ?7, ?8, ?8)",
-                        params![
-                            id,
-                            draft.customer.as_str(),
-                            draft.subscription.0,
-                            draft.period.start.0,
-                            draft.period.end.0,
-                            to_json(&content)?,
-                            grace_until.0,
-                            opts.now.0
-                        ],
-                    )?;
+                            status, number, doc, grace_until_ms, created_ms, updated_ms, finalized_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+                    )?
+                    .execute(params![
+                        id,
+                        d.customer.as_str(),
+                        d.subscription.0,
+                        d.period.start.0,
+                        d.period.end.0,
+                        status,
+                        number,
+                        to_json(&content)?,
+                        grace_until.0,
+                        opts.now.0,
+                        finalized
+                    ])?;
                     report.created += 1;
-                    (id, draft, finalize)
+                    if finalize {
+                        report.finalized += 1;
+                    }
                 }
                 Action::Update {
                     id,
                     draft,
-                    finalize,
+                    finalize: false,
                 } => {
-                    let content = content_of(draft.clone(), 0);
-                    let changed = tx.execute(
-                        "UPDATE invoices SET doc = ?2, updated_ms = ?3
-                         WHERE id = ?1 AND status = 'draft' AND doc != ?2",
-                        params![id, to_json(&content)?, opts.now.0],
-                    )?;
+                    let changed = tx
+                        .prepare_cached(
+                            "UPDATE invoices SET doc = ?2, updated_ms = ?3
+                             WHERE id = ?1 AND status = 'draft' AND doc != ?2",
+                        )?
+                        .execute(params![id, to_json(&content_of(draft, 0))?, opts.now.0])?;
                     if changed > 0 {
                         report.updated += 1;
-                    } else if !finalize {
+                    } else {
                         report.unchanged += 1;
                     }
-                    (id, draft, finalize)
                 }
-            };
-            if finalize {
-                finalize_in(tx, &id, draft, opts.now)?;
-                report.finalized += 1;
+                Action::Update {
+                    id,
+                    draft,
+                    finalize: true,
+                } => {
+                    let (number, content) =
+                        finalize_content(tx, &mut numbers, &with_grants, &id, draft, opts.now)?;
+                    let n = tx
+                        .prepare_cached(
+                            "UPDATE invoices SET status = 'finalized', number = ?2, doc = ?3,
+                                finalized_ms = ?4, updated_ms = ?4
+                             WHERE id = ?1 AND status = 'draft'",
+                        )?
+                        .execute(params![id, number, to_json(&content)?, opts.now.0])?;
+                    assert_eq!(n, 1, "invoice {id} was not a draft at finalization");
+                    report.finalized += 1;
+                }
             }
         }
-        Ok(())
+        numbers.store(tx)
     })?;
     report.timings.commit_ms = ms_since(started);
     Ok(report)
@@ -248,26 +278,60 @@ fn content_of(draft: InvoiceDraft, credits_applied_minor: i64) -> InvoiceContent
     }
 }
 
-/// Numbers the invoice (gapless per UTC year of finalization), draws credit, fixes the content.
-fn finalize_in(
+/// Gapless invoice numbers per UTC year, taken inside the run's transaction: read once per
+/// year, handed out in order, written back before commit.
+#[derive(Default)]
+struct Numbers {
+    last: BTreeMap<i64, i64>,
+}
+
+impl Numbers {
+    fn next(
+        &mut self,
+        tx: &rusqlite::Connection,
+        now: UnixMs,
+    ) -> Result<String, BillingStoreError> {
+        let year = i64::from(now.to_timestamp().to_zoned(TimeZone::UTC).year());
+        let last = match self.last.get(&year) {
+            Some(n) => *n,
+            None => tx
+                .prepare_cached("SELECT last FROM invoice_numbers WHERE year = ?1")?
+                .query_row(params![year], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0),
+        };
+        let seq = last + 1;
+        self.last.insert(year, seq);
+        Ok(format!("TG-{year}-{seq:06}"))
+    }
+
+    fn store(&self, tx: &rusqlite::Connection) -> Result<(), BillingStoreError> {
+        for (year, last) in &self.last {
+            tx.prepare_cached(
+                "INSERT INTO invoice_numbers (year, last) VALUES (?1, ?2)
+                 ON CONFLICT (year) DO UPDATE SET last = excluded.last",
+            )?
+            .execute(params![year, last])?;
+        }
+        Ok(())
+    }
+}
+
+/// The finalized form of a draft: its number, and prepaid credit drawn (ledger entries
+/// appended in the same transaction). Customers without grants skip the ledger.
+fn finalize_content(
     tx: &rusqlite::Connection,
+    numbers: &mut Numbers,
+    with_grants: &BTreeSet<String>,
     id: &str,
     draft: InvoiceDraft,
     now: UnixMs,
-) -> Result<(), BillingStoreError> {
-    let year = i64::from(now.to_timestamp().to_zoned(TimeZone::UTC).year());
-    tx.execute(
-        "INSERT INTO invoice_numbers (year, last) VALUES (?1, 1)
-         ON CONFLICT (year) DO UPDATE SET last = last + 1",
-        params![year],
-    )?;
-    let seq: i64 = tx.query_row(
-        "SELECT last FROM invoice_numbers WHERE year = ?1",
-        params![year],
-        |r| r.get(0),
-    )?;
-    let number = format!("TG-{year}-{seq:06}");
+) -> Result<(String, InvoiceContent), BillingStoreError> {
+    let number = numbers.next(tx, now)?;
     let customer = draft.customer.clone();
+    if !with_grants.contains(customer.as_str()) {
+        return Ok((number, content_of(draft, 0)));
+    }
     let grants = grants_in(tx, &customer)?;
     let mut entries = entries_in(tx, &customer)?;
     let expired = ledger::expire(&grants, &entries, now, &format!("txn_{}", random_hex(8)));
@@ -288,15 +352,7 @@ fn finalize_in(
         .filter(|e| e.account == ledger::Account::InvoiceSettlement)
         .map(|e| e.amount_minor)
         .sum();
-    let content = content_of(draft, credits);
-    let n = tx.execute(
-        "UPDATE invoices SET status = 'finalized', number = ?2, doc = ?3, finalized_ms = ?4,
-            updated_ms = ?4
-         WHERE id = ?1 AND status = 'draft'",
-        params![id, number, to_json(&content)?, now.0],
-    )?;
-    assert_eq!(n, 1, "invoice {id} was not a draft at finalization");
-    Ok(())
+    Ok((number, content_of(draft, credits)))
 }
 
 fn plan_subscription(
