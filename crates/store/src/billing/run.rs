@@ -367,13 +367,7 @@ fn plan_subscription(
     let customer = customers
         .get(&sub.customer)
         .ok_or_else(|| super::not_found("customer", sub.customer.as_str()))?;
-    let first = sub.phases.first().ok_or_else(|| BillingError::Conflict {
-        reason: "subscription without phases".into(),
-    })?;
-    let plan = plans
-        .get(&first.plan)
-        .ok_or_else(|| super::not_found("plan", first.plan.as_str()))?;
-    let cycle = Cycle::new(customer, plan.interval);
+    let cycle = Cycle::new(customer, interval_of(plans, sub)?);
     let periods = periods_to_invoice(&cycle, sub, opts)?;
     let mut actions = Vec::new();
     for period in periods {
@@ -512,13 +506,7 @@ pub fn upcoming(
     else {
         return Ok(None);
     };
-    let first = sub.phases.first().ok_or_else(|| BillingError::Conflict {
-        reason: "subscription without phases".into(),
-    })?;
-    let plan = plans
-        .get(&first.plan)
-        .ok_or_else(|| super::not_found("plan", first.plan.as_str()))?;
-    let period = Cycle::new(&c, plan.interval).period_containing(now)?;
+    let period = Cycle::new(&c, interval_of(&plans, &sub)?).period_containing(now)?;
     let mine: BTreeMap<UnixMs, Invoice> = store
         .invoices(&super::InvoiceFilter {
             customer: Some(customer.clone()),
@@ -540,6 +528,20 @@ pub fn upcoming(
         acceptance_window_ms,
     )
     .map(Some)
+}
+
+/// The billing interval of a subscription: its first plan's (plan changes keep it).
+fn interval_of(
+    plans: &BTreeMap<PlanKey, Plan>,
+    sub: &Subscription,
+) -> Result<tollgate_core::billing::Interval, BillingStoreError> {
+    let first = sub.phases.first().ok_or_else(|| BillingError::Conflict {
+        reason: "subscription without phases".into(),
+    })?;
+    let plan = plans
+        .get(&first.plan)
+        .ok_or_else(|| super::not_found("plan", first.plan.as_str()))?;
+    Ok(plan.interval)
 }
 
 /// The ended periods of a subscription, oldest first.
