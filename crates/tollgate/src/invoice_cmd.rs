@@ -168,7 +168,9 @@ fn run_cycle(args: RunArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     engine.close();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        // The same shape as POST /v1/invoices/run answers.
+        let body = tollgate_api::convert::billing::run_response(report.clone());
+        println!("{}", serde_json::to_string_pretty(&body)?);
     } else {
         println!(
             "{} subscriptions: {} drafted, {} updated, {} finalized, {} unchanged ({:.3} s)",
