@@ -18,6 +18,7 @@ use tollgate_core::time::UnixMs;
 use tollgate_store::billing::run::RunReport;
 use tollgate_store::billing::{BillingStoreError, Invoice};
 
+pub use super::instant;
 use super::time_text;
 use crate::ApiError;
 use crate::types::billing::*;
@@ -60,13 +61,6 @@ pub fn decimal(field: &str, text: &str) -> Result<Decimal, ApiError> {
 
 fn opt_decimal(field: &str, text: Option<&str>) -> Result<Decimal, ApiError> {
     text.map_or(Ok(Decimal::ZERO), |t| decimal(field, t))
-}
-
-/// An RFC 3339 instant, or 400 `invalid_time`.
-pub fn instant(field: &str, text: &str) -> Result<UnixMs, ApiError> {
-    jiff::Timestamp::from_str(text)
-        .map(UnixMs::from_timestamp)
-        .map_err(|e| ApiError::bad_request("invalid_time", format!("{field}: {e}")))
 }
 
 fn date(field: &str, text: &str) -> Result<Date, ApiError> {
@@ -327,10 +321,7 @@ pub fn subscription_response(
     now: UnixMs,
     current: Option<Period>,
 ) -> SubscriptionResponse {
-    let status = serde_json::to_value(s.status(now))
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let status = snake(&s.status(now));
     SubscriptionResponse {
         id: s.id.0.clone(),
         customer: s.customer.to_string(),

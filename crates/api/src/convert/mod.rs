@@ -14,6 +14,17 @@ use crate::types::{
     MeterBody, MeterResponse, UsageRowBody,
 };
 
+/// An RFC 3339 instant from a parameter or field, or 400 `invalid_time`.
+pub fn instant(name: &str, text: &str) -> Result<UnixMs, ApiError> {
+    let ts: jiff::Timestamp = text.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_time",
+            format!("`{name}` must be an RFC 3339 timestamp"),
+        )
+    })?;
+    Ok(UnixMs::from_timestamp(ts))
+}
+
 /// RFC 3339 text of an instant.
 pub fn time_text(t: UnixMs) -> String {
     t.to_rfc3339()

@@ -69,25 +69,15 @@ impl UsageParams {
     }
 }
 
-fn parse_time(name: &str, text: &str) -> Result<UnixMs, ApiError> {
-    let ts: jiff::Timestamp = text.parse().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_time",
-            format!("`{name}` must be an RFC 3339 timestamp"),
-        )
-    })?;
-    Ok(UnixMs::from_timestamp(ts))
-}
-
 /// Turns parameters into a query: defaults are `to` = now (rounded up to a minute), `from` =
 /// `to` minus the acceptance window, UTC, one window.
 pub fn build_query(p: UsageParams, now: UnixMs, window_ms: i64) -> Result<UsageQuery, ApiError> {
     let to = match &p.to {
-        Some(t) => parse_time("to", t)?,
+        Some(t) => crate::convert::instant("to", t)?,
         None => UnixMs((now.0 + MINUTE_MS - 1).div_euclid(MINUTE_MS) * MINUTE_MS),
     };
     let from = match &p.from {
-        Some(t) => parse_time("from", t)?,
+        Some(t) => crate::convert::instant("from", t)?,
         None => UnixMs((to.0 - window_ms).div_euclid(MINUTE_MS) * MINUTE_MS),
     };
     let window = match &p.window_size {

@@ -103,7 +103,7 @@ pub struct PlanKey(String);
 impl PlanKey {
     /// Validates a key.
     pub fn parse(text: &str) -> Result<PlanKey, BillingError> {
-        if crate::pricing::is_slug(text, PLAN_KEY_BYTES_MAX) {
+        if crate::meter::is_slug(text, PLAN_KEY_BYTES_MAX) {
             Ok(PlanKey(text.to_owned()))
         } else {
             Err(BillingError::Invalid {

@@ -37,14 +37,20 @@ use crate::limits::{
 #[serde(try_from = "String", into = "String")]
 pub struct MeterSlug(String);
 
+/// `[a-z][a-z0-9_-]*` of at most `max` bytes: the shape of every URL key (meter slugs, plan and
+/// price keys).
+pub(crate) fn is_slug(text: &str, max: usize) -> bool {
+    let mut bytes = text.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
+    first_ok
+        && text.len() <= max
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 impl MeterSlug {
     /// Validates a slug.
     pub fn parse(text: &str) -> Result<Self, MeterError> {
-        let mut bytes = text.bytes();
-        let first_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
-        let rest_ok =
-            bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !first_ok || !rest_ok || text.len() > METER_SLUG_BYTES_MAX {
+        if !is_slug(text, METER_SLUG_BYTES_MAX) {
             return Err(MeterError::InvalidSlug {
                 slug: text.chars().take(80).collect(),
             });

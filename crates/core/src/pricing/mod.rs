@@ -54,7 +54,7 @@ pub struct PriceKey(String);
 impl PriceKey {
     /// Validates a key.
     pub fn parse(text: &str) -> Result<PriceKey, PricingError> {
-        if is_slug(text, PRICE_KEY_BYTES_MAX) {
+        if crate::meter::is_slug(text, PRICE_KEY_BYTES_MAX) {
             Ok(PriceKey(text.to_owned()))
         } else {
             Err(PricingError::InvalidPrice {
@@ -89,15 +89,6 @@ impl fmt::Display for PriceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// `[a-z][a-z0-9_-]*` of at most `max` bytes.
-pub(crate) fn is_slug(text: &str, max: usize) -> bool {
-    let mut bytes = text.bytes();
-    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
-    first_ok
-        && text.len() <= max
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// One tier of a graduated or volume price.
