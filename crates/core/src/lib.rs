@@ -4,10 +4,13 @@
 //! events into numbers, and how those numbers are cut into time windows. Owns no IO, no async,
 //! no clock reads: time comes in as a [`time::UnixMs`] argument, storage stays outside. Modules
 //! appear in pipeline order: [`event`] → [`dedup`] → [`meter`] → [`usage`] → [`money`] →
-//! [`pricing`] → [`billing`] → [`invoice`] → [`ledger`].
+//! [`pricing`] → [`billing`] → [`invoice`] → [`ledger`] → [`entitlement`] ([`sessions`]) →
+//! [`alert`].
 
+pub mod alert;
 pub mod billing;
 pub mod dedup;
+pub mod entitlement;
 pub mod event;
 pub mod invoice;
 pub mod ledger;
@@ -15,5 +18,6 @@ pub mod limits;
 pub mod meter;
 pub mod money;
 pub mod pricing;
+pub mod sessions;
 pub mod time;
 pub mod usage;

@@ -42,3 +42,15 @@ pub const METER_EVENT_TYPES_MAX: usize = 64;
 pub const USAGE_ROWS_MAX: usize = 500_000;
 /// Most windows one usage query may span (e.g. minutes in a range).
 pub const USAGE_WINDOWS_MAX: usize = 100_000;
+/// Longest feature key (bytes).
+pub const FEATURE_KEY_BYTES_MAX: usize = 64;
+/// Most entitlements on one plan version, and most overrides on one customer.
+pub const ENTITLEMENTS_MAX: usize = 100;
+/// Longest static text value of a feature (bytes).
+pub const STATIC_TEXT_BYTES_MAX: usize = 1_000;
+/// Most checks in one batch check request.
+pub const CHECKS_BATCH_MAX: usize = 1_000;
+/// Most alert rules in one store.
+pub const ALERT_RULES_MAX: usize = 1_000;
+/// Most windows one sessions query may return.
+pub const SESSION_WINDOWS_MAX: usize = 10_000;
