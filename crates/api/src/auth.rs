@@ -7,6 +7,15 @@ use crate::{ApiError, State};
 
 /// The key behind a request, if it grants `scope`.
 pub fn authorize(state: &State, headers: &HeaderMap, scope: Scope) -> Result<ApiKey, ApiError> {
+    authorize_any(state, headers, &[scope])
+}
+
+/// The key behind a request, if it grants any of `scopes`.
+pub fn authorize_any(
+    state: &State,
+    headers: &HeaderMap,
+    scopes: &[Scope],
+) -> Result<ApiKey, ApiError> {
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -37,11 +46,12 @@ pub fn authorize(state: &State, headers: &HeaderMap, scope: Scope) -> Result<Api
             "unknown or revoked API key",
         )
     })?;
-    if !key.allows(scope) {
+    if !scopes.iter().any(|s| key.allows(*s)) {
+        let names: Vec<String> = scopes.iter().map(|s| format!("`{s}`")).collect();
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "insufficient_scope",
-            format!("this key lacks the `{scope}` scope"),
+            format!("this key lacks the {} scope", names.join(" or ")),
         ));
     }
     Ok(key)

@@ -18,6 +18,7 @@ pub mod types;
 
 /// Query building shared with the CLI, so both read usage parameters the same way.
 pub mod routes_support {
+    pub use crate::routes::alerts::run_evaluation;
     pub use crate::routes::invoices::{describe as describe_run, run_cycle};
     pub use crate::routes::usage::{UsageParams, build_query};
 }
@@ -26,7 +27,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use tollgate_store::{BillingStore, Engine, KeyStore};
 
 pub use self::error::ApiError;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub billing: BillingStore,
     /// How long after a period ends late events still update its draft invoice (ms).
     pub invoice_grace_ms: i64,
+    /// Entitlement checks from memory.
+    pub checker: tollgate_store::billing::entitlements::Checker,
 }
 
 /// Shared state handle.
@@ -120,6 +123,35 @@ pub fn router(state: State) -> Router {
             "/v1/invoices/{id}/lines/{line}/explain",
             get(routes::invoices::explain),
         )
+        .route("/v1/entitlements/check", post(routes::entitlements::check))
+        .route(
+            "/v1/entitlements/check_batch",
+            post(routes::entitlements::check_batch),
+        )
+        .route(
+            "/v1/customers/{key}/entitlements",
+            get(routes::entitlements::list),
+        )
+        .route(
+            "/v1/customers/{key}/entitlements/{feature}",
+            put(routes::entitlements::put_override).delete(routes::entitlements::delete_override),
+        )
+        .route(
+            "/v1/customers/{key}/sessions",
+            get(routes::entitlements::sessions),
+        )
+        .route(
+            "/v1/alerts",
+            get(routes::alerts::list).post(routes::alerts::create),
+        )
+        .route("/v1/alerts/evaluate", post(routes::alerts::evaluate_now))
+        .route(
+            "/v1/alerts/{id}",
+            get(routes::alerts::get)
+                .patch(routes::alerts::patch)
+                .delete(routes::alerts::delete),
+        )
+        .route("/v1/alert_events", get(routes::alerts::events))
         .route("/v1/openapi.json", get(routes::ops::openapi))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))

@@ -8,7 +8,7 @@ use crate::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credits."),
+    info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credits, entitlements, sessions, alerts."),
     paths(
         routes::events::ingest,
         routes::meters::list,
@@ -44,6 +44,19 @@ use crate::routes;
         routes::invoices::void,
         routes::invoices::run_now,
         routes::invoices::explain,
+        routes::entitlements::check,
+        routes::entitlements::check_batch,
+        routes::entitlements::list,
+        routes::entitlements::put_override,
+        routes::entitlements::delete_override,
+        routes::entitlements::sessions,
+        routes::alerts::create,
+        routes::alerts::list,
+        routes::alerts::get,
+        routes::alerts::patch,
+        routes::alerts::delete,
+        routes::alerts::events,
+        routes::alerts::evaluate_now,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,

@@ -27,6 +27,7 @@ use tollgate_core::dedup::{self, Fingerprint, IdentityKey, Index, Verdict};
 use tollgate_core::event::{self, Event, EventError};
 use tollgate_core::limits::{ACCEPTANCE_WINDOW_MS_DEFAULT, METERS_MAX};
 use tollgate_core::meter::{Meter, MeterSlug};
+use tollgate_core::sessions::{SESSION_TIMEOUT_MS_DEFAULT, SessionBook, SessionEvent, WindowPeak};
 use tollgate_core::time::{Clock, UnixMs};
 use tollgate_core::usage::{Observed, RollupStats, UsageError, UsageQuery, UsageRow};
 
@@ -46,12 +47,15 @@ const PRUNE_INTERVAL_MS: i64 = 3_600_000;
 pub struct EngineConfig {
     /// Acceptance (= dedup) window in ms.
     pub acceptance_window_ms: i64,
+    /// How long a session without a `session.ended` event stays open (ms).
+    pub session_timeout_ms: i64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             acceptance_window_ms: ACCEPTANCE_WINDOW_MS_DEFAULT,
+            session_timeout_ms: SESSION_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -92,6 +96,8 @@ struct PreparedEvent {
     observed: Vec<Observed>,
     /// The rollup shard of its subject, worked out while preparing.
     shard: usize,
+    /// What the session gauge reads from it (`session.started` / `session.ended` only).
+    session: Option<SessionEvent>,
     span: Range<usize>,
     event: Event,
     key: IdentityKey,
@@ -139,6 +145,7 @@ impl PreparedBatch {
                         index,
                         observed,
                         shard: shard_of(event.subject.as_str()),
+                        session: SessionEvent::of(&event),
                         span,
                         event,
                         key,
@@ -225,6 +232,9 @@ enum Command {
     DeleteMeter(MeterSlug, Reply<bool>),
 }
 
+/// The session gauge, shared between the apply thread and readers.
+type SharedSessions = Arc<RwLock<SessionBook>>;
+
 /// A meter and its usage, shared between the writer and readers.
 pub type SharedRollup = Arc<MeterUsage>;
 type RollupMap = Arc<RwLock<MeterMap>>;
@@ -305,6 +315,7 @@ pub struct Engine {
     tx: Option<Sender<Command>>,
     writer: Option<JoinHandle<()>>,
     rollups: RollupMap,
+    sessions: SharedSessions,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
@@ -331,8 +342,11 @@ impl Engine {
             .map(MeterUsage::new)
             .collect();
         let mut index = Index::new();
-        replay(&conn, Some(&mut index), &mut rollups)?;
+        let mut sessions = SessionBook::new(config.session_timeout_ms);
+        replay(&conn, Some(&mut index), Some(&mut sessions), &mut rollups)?;
         index.prune_before(cutoff);
+        sessions.prune_before(cutoff);
+        let sessions: SharedSessions = Arc::new(RwLock::new(sessions));
         metrics
             .dedup_identities
             .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
@@ -353,6 +367,7 @@ impl Engine {
             index,
             next_seq,
             rollups: Arc::clone(&map),
+            sessions: Arc::clone(&sessions),
             metrics: Arc::clone(&metrics),
             clock: Arc::clone(&clock),
             config,
@@ -369,6 +384,7 @@ impl Engine {
             tx: Some(tx),
             writer: Some(handle),
             rollups: map,
+            sessions,
             metrics,
             clock,
             config,
@@ -509,6 +525,16 @@ impl Engine {
         Ok(rows)
     }
 
+    /// Sessions of `subject` open at `t` (the session gauge).
+    pub fn open_sessions(&self, subject: &str, t: UnixMs) -> u64 {
+        self.sessions.read().open_at(subject, t)
+    }
+
+    /// The peak of open sessions of `subject` in each window between consecutive `bounds`.
+    pub fn session_peaks(&self, subject: &str, bounds: &[UnixMs]) -> Vec<WindowPeak> {
+        self.sessions.read().peaks(subject, bounds)
+    }
+
     /// The stored events of `subject` that `meter` counted with time in `span`, in ingest
     /// order, after sequence number `after_seq`, at most `limit` of them; with the cursor of
     /// the next page. Scans the frames whose time range overlaps `span` (raw events are kept in
@@ -619,10 +645,11 @@ const REPLAY_QUEUE_MAX: usize = 4;
 fn replay(
     conn: &Connection,
     mut index: Option<&mut Index>,
+    sessions: Option<&mut SessionBook>,
     rollups: &mut [MeterUsage],
 ) -> Result<u64, StoreError> {
     let meters: Vec<Meter> = rollups.iter().map(|r| r.meter().clone()).collect();
-    let need_events = !rollups.is_empty();
+    let need_events = !rollups.is_empty() || sessions.is_some();
     let mut events = 0u64;
     std::thread::scope(|scope| -> Result<(), StoreError> {
         let (frame_tx, frame_rx) =
@@ -645,10 +672,16 @@ fn replay(
             Ok(())
         });
         let applier = scope.spawn(move || {
+            let mut sessions = sessions;
             for chunk in chunk_rx {
                 for (seq, event, observed) in &chunk {
                     for (rollup, o) in rollups.iter_mut().zip(observed) {
                         rollup.apply_observed_mut(event, *seq, o);
+                    }
+                    if let Some(book) = sessions.as_deref_mut()
+                        && let Some(s) = SessionEvent::of(event)
+                    {
+                        book.observe(event.subject.as_str(), &s, event.time);
                     }
                 }
             }
@@ -703,7 +736,12 @@ const APPLY_QUEUE_GROUPS_MAX: usize = 2;
 /// Folds committed groups into the rollups and answers their batches. Runs beside the writer
 /// so that committing group N+1 overlaps with folding group N; answers still wait for both,
 /// so a client that got its answer reads its own events.
-fn apply_loop(rx: Receiver<Applied>, rollups: RollupMap, metrics: Arc<Metrics>) {
+fn apply_loop(
+    rx: Receiver<Applied>,
+    rollups: RollupMap,
+    sessions: SharedSessions,
+    metrics: Arc<Metrics>,
+) {
     for work in rx {
         match work {
             Applied::Barrier(done) => {
@@ -715,6 +753,7 @@ fn apply_loop(rx: Receiver<Applied>, rollups: RollupMap, metrics: Arc<Metrics>) 
                 first_seq,
             } => {
                 apply_to_rollups(&rollups, &group, &verdicts, first_seq);
+                apply_to_sessions(&sessions, &group, &verdicts);
                 for ((batch, reply), vs) in group.into_iter().zip(verdicts) {
                     let outcome = outcome_of(&batch, &vs);
                     metrics.count("accepted", outcome.accepted);
@@ -723,6 +762,27 @@ fn apply_loop(rx: Receiver<Applied>, rollups: RollupMap, metrics: Arc<Metrics>) 
                     metrics.count("rejected", outcome.rejected);
                     let _ = reply.send(Ok((outcome, batch)));
                 }
+            }
+        }
+    }
+}
+
+/// Folds the accepted session events of a group into the session gauge (one write lock per
+/// group, taken only when the group holds session events).
+fn apply_to_sessions(
+    sessions: &SharedSessions,
+    group: &[(PreparedBatch, Reply<Done>)],
+    verdicts: &[Vec<Verdict>],
+) {
+    let mut book = None;
+    for ((batch, _), vs) in group.iter().zip(verdicts) {
+        for (ev, v) in batch.events.iter().zip(vs) {
+            if let (Some(s), Verdict::Accepted) = (&ev.session, v) {
+                book.get_or_insert_with(|| sessions.write()).observe(
+                    ev.event.subject.as_str(),
+                    s,
+                    ev.event.time,
+                );
             }
         }
     }
@@ -771,6 +831,7 @@ struct Writer {
     index: Index,
     next_seq: u64,
     rollups: RollupMap,
+    sessions: SharedSessions,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
@@ -792,10 +853,11 @@ impl Writer {
     fn run(mut self, rx: Receiver<Command>) {
         let (apply_tx, apply_rx) = crossbeam_channel::bounded(APPLY_QUEUE_GROUPS_MAX);
         let rollups = Arc::clone(&self.rollups);
+        let sessions = Arc::clone(&self.sessions);
         let metrics = Arc::clone(&self.metrics);
         let applier = std::thread::Builder::new()
             .name("tollgate-apply".into())
-            .spawn(move || apply_loop(apply_rx, rollups, metrics));
+            .spawn(move || apply_loop(apply_rx, rollups, sessions, metrics));
         match applier {
             Ok(handle) => {
                 self.apply = Some(apply_tx);
@@ -912,8 +974,9 @@ impl Writer {
             });
         }
         if now.0 - self.last_prune.0 > PRUNE_INTERVAL_MS {
-            self.index
-                .prune_before(UnixMs(now.0 - self.config.acceptance_window_ms));
+            let cutoff = UnixMs(now.0 - self.config.acceptance_window_ms);
+            self.index.prune_before(cutoff);
+            self.sessions.write().prune_before(cutoff);
             self.last_prune = now;
         }
     }
@@ -934,7 +997,7 @@ impl Writer {
     fn put_meter(&mut self, meter: Meter) -> Result<bool, StoreError> {
         let slug = meter.slug.clone();
         let mut built = [MeterUsage::new(meter)];
-        replay(&self.conn, None, &mut built)?;
+        replay(&self.conn, None, None, &mut built)?;
         let [rollup] = built;
         meters::upsert(&self.conn, rollup.meter(), self.clock.now())?;
         let mut map = self.rollups.write();

@@ -86,6 +86,34 @@ const MIGRATIONS: &[&str] = &[
         doc TEXT NOT NULL
      ) STRICT;
      CREATE INDEX ledger_entries_by_customer ON ledger_entries (customer, seq);",
+    // 3: entitlement overrides per customer; alert rules, where each rule stands per
+    // customer, and the log of what fired and recovered.
+    "CREATE TABLE entitlement_overrides (
+        customer TEXT NOT NULL REFERENCES customers (key),
+        feature TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (customer, feature)
+     ) STRICT;
+     CREATE TABLE alert_rules (id TEXT PRIMARY KEY, doc TEXT NOT NULL) STRICT;
+     CREATE TABLE alert_states (
+        rule TEXT NOT NULL,
+        customer TEXT NOT NULL,
+        period_start_ms INTEGER NOT NULL,
+        triggered INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (rule, customer)
+     ) STRICT;
+     CREATE TABLE alert_events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        rule TEXT NOT NULL,
+        customer TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        doc TEXT NOT NULL
+     ) STRICT;
+     CREATE INDEX alert_events_by_rule ON alert_events (rule, seq);
+     CREATE INDEX alert_events_by_customer ON alert_events (customer, seq);",
 ];
 
 /// The schema version this binary writes.

@@ -87,6 +87,7 @@ fn open(dir: &TempDir) -> Engine {
         &dir.0,
         EngineConfig {
             acceptance_window_ms: WINDOW_MS,
+            ..EngineConfig::default()
         },
         Arc::new(FixedClock(NOW)),
         Arc::new(Metrics::new()),
@@ -371,7 +372,9 @@ fn set_up_billing(store: &BillingStore, specs: &[CustomerSpec]) -> Vec<Subscript
             created_ms: SEP_1,
         })
         .unwrap();
-    let version = store.publish_version(&plan_key(), prices(), SEP_1).unwrap();
+    let version = store
+        .publish_version(&plan_key(), prices(), Vec::new(), SEP_1)
+        .unwrap();
     assert_eq!(version.version, 1);
     let mut subs = Vec::new();
     for (i, spec) in specs.iter().enumerate() {

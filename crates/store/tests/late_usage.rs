@@ -69,6 +69,7 @@ fn late_usage_of_a_yearly_period_is_billed_a_year_later() {
         &dir,
         EngineConfig {
             acceptance_window_ms: WINDOW_MS,
+            ..EngineConfig::default()
         },
         clock.clone(),
         Arc::new(Metrics::new()),
@@ -120,6 +121,7 @@ fn late_usage_of_a_yearly_period_is_billed_a_year_later() {
                 minimum_amount: None,
                 maximum_amount: None,
             }],
+            Vec::new(),
             at("2025-01-01T00:00:00Z"),
         )
         .unwrap();

@@ -11,7 +11,7 @@ use tollgate_core::meter::{Meter, MeterSlug, MeterSpec};
 use tollgate_core::time::{Clock, UnixMs};
 use tollgate_store::{Engine, EngineConfig, KeyStore, Metrics, Scope};
 
-use crate::config::{FileConfig, acceptance_window_ms};
+use crate::config::{FileConfig, acceptance_window_ms, session_timeout_ms};
 
 /// Tollgate: exact usage metering and billing. Ingest CloudEvents once, define meters, query
 /// usage, invoice it.
@@ -35,6 +35,9 @@ pub struct StoreArgs {
     /// Also how long dedup remembers every event.
     #[arg(long, value_name = "DURATION")]
     pub acceptance_window: Option<String>,
+    /// How long a session without a `session.ended` event counts as open, e.g. 24h (default).
+    #[arg(long, value_name = "DURATION")]
+    pub session_timeout: Option<String>,
 }
 
 impl StoreArgs {
@@ -46,6 +49,7 @@ impl StoreArgs {
         let file = self.file_config()?;
         Ok(EngineConfig {
             acceptance_window_ms: acceptance_window_ms(self.acceptance_window.as_deref(), &file)?,
+            session_timeout_ms: session_timeout_ms(self.session_timeout.as_deref(), &file)?,
         })
     }
 

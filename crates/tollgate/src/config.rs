@@ -7,6 +7,8 @@
 //! listen = "127.0.0.1:8080"
 //! invoice_grace = "24h"       # late events update a draft invoice this long after its period
 //! invoice_every = "60s"       # how often `serve` runs the invoice cycle ("0s": never)
+//! session_timeout = "24h"     # a session without `session.ended` counts as open this long
+//! alert_every = "10s"         # how often `serve` evaluates alerts and limits ("0s": never)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -30,6 +32,10 @@ pub struct FileConfig {
     pub invoice_grace: Option<String>,
     /// Interval of the invoice scheduler in `serve`, e.g. "60s"; "0s" turns it off.
     pub invoice_every: Option<String>,
+    /// How long a session without an end stays open, e.g. "24h".
+    pub session_timeout: Option<String>,
+    /// Interval of alert evaluation in `serve`, e.g. "10s"; "0s" turns it off.
+    pub alert_every: Option<String>,
 }
 
 impl FileConfig {
@@ -70,6 +76,23 @@ pub fn acceptance_window_ms(flag: Option<&str>, file: &FileConfig) -> anyhow::Re
     }
 }
 
+/// Longest session timeout: 31 days.
+pub const SESSION_TIMEOUT_MS_MAX: i64 = 31 * 24 * 3600 * 1000;
+
+/// The session timeout in force: flag, then file, then the default.
+pub fn session_timeout_ms(flag: Option<&str>, file: &FileConfig) -> anyhow::Result<i64> {
+    match flag.or(file.session_timeout.as_deref()) {
+        Some(text) => {
+            let ms = duration_ms("session timeout", text, SESSION_TIMEOUT_MS_MAX)?;
+            if ms == 0 {
+                bail!("session timeout must be above zero");
+            }
+            Ok(ms)
+        }
+        None => Ok(tollgate_core::sessions::SESSION_TIMEOUT_MS_DEFAULT),
+    }
+}
+
 /// Longest grace period of a draft invoice: 31 days.
 pub const INVOICE_GRACE_MS_MAX: i64 = 31 * 24 * 3600 * 1000;
 
@@ -100,5 +123,13 @@ pub fn invoice_every_ms(flag: Option<&str>, file: &FileConfig) -> anyhow::Result
     match flag.or(file.invoice_every.as_deref()) {
         Some(text) => duration_ms("invoice interval", text, 24 * 3600 * 1000),
         None => Ok(60_000),
+    }
+}
+
+/// How often `serve` evaluates alerts and limits (ms; 0 = never): flag, then file, then 10 s.
+pub fn alert_every_ms(flag: Option<&str>, file: &FileConfig) -> anyhow::Result<i64> {
+    match flag.or(file.alert_every.as_deref()) {
+        Some(text) => duration_ms("alert interval", text, 24 * 3600 * 1000),
+        None => Ok(10_000),
     }
 }

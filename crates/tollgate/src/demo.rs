@@ -103,7 +103,7 @@ fn seed_billing(engine: &Engine, billing: &BillingStore) -> anyhow::Result<()> {
         };
         billing.create_plan(&plan)?;
         let prices: Vec<Price> = serde_json::from_str(prices).context("demo prices")?;
-        billing.publish_version(&plan.key, prices, now)?;
+        billing.publish_version(&plan.key, prices, Vec::new(), now)?;
     }
     // Subscriptions start at local midnight of the first day of the previous month, so last
     // month is invoiced in full as soon as the server runs its first cycle.

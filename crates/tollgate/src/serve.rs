@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tollgate_api::AppState;
 use tollgate_core::time::Clock;
+use tollgate_store::billing::entitlements::Checker;
 use tollgate_store::keys::KEY_SECRET_BYTES_MIN;
 use tollgate_store::{BillingStore, KeyStore};
 
@@ -32,6 +33,9 @@ pub struct ServeArgs {
     /// grace period (default 60s; 0s turns the scheduler off).
     #[arg(long, value_name = "DURATION")]
     pub invoice_every: Option<String>,
+    /// How often to evaluate alert rules and metered limits (default 10s; 0s turns it off).
+    #[arg(long, value_name = "DURATION")]
+    pub alert_every: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -51,6 +55,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let invoice_grace_ms = crate::config::invoice_grace_ms(args.invoice_grace.as_deref(), &file)?;
     let invoice_every_ms = crate::config::invoice_every_ms(args.invoice_every.as_deref(), &file)?;
+    let alert_every_ms = crate::config::alert_every_ms(args.alert_every.as_deref(), &file)?;
     let engine = args.store.open_engine()?;
     let keys = KeyStore::open(&args.store.data_dir)?;
     let billing = BillingStore::open(&args.store.data_dir)?;
@@ -72,6 +77,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         keys,
         billing,
         invoice_grace_ms,
+        checker: Checker::new(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -86,6 +92,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         println!("listening on http://{addr}");
         if invoice_every_ms > 0 {
             tokio::spawn(invoice_scheduler(Arc::clone(&state), invoice_every_ms));
+        }
+        if alert_every_ms > 0 {
+            tokio::spawn(alert_scheduler(Arc::clone(&state), alert_every_ms));
         }
         tracing::info!(%addr, data_dir = %args.store.data_dir.display(), "serving");
         axum::serve(listener, tollgate_api::router(Arc::clone(&state)))
@@ -132,6 +141,31 @@ async fn invoice_scheduler(state: Arc<AppState>, every_ms: i64) {
             }
             Ok(Err(e)) => tracing::error!(code = e.code, "invoice run failed: {}", e.message),
             Err(e) => tracing::error!("invoice run panicked: {e}"),
+        }
+    }
+}
+
+/// Evaluates alert rules and metered limits every `every_ms`. Each pass commits what fired, so
+/// a rule fires once however often this runs; errors are logged and retried at the next tick.
+async fn alert_scheduler(state: Arc<AppState>, every_ms: i64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(every_ms.unsigned_abs()));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = Arc::clone(&state);
+        match tokio::task::spawn_blocking(move || tollgate_api::routes_support::run_evaluation(&st))
+            .await
+        {
+            Ok(Ok(report)) => {
+                for e in &report.events {
+                    tracing::info!(rule = %e.rule, customer = %e.customer, "{}", e.event_type);
+                }
+                for s in &report.skipped {
+                    tracing::debug!("alert not evaluated: {s}");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(code = e.code, "alert evaluation failed: {}", e.message),
+            Err(e) => tracing::error!("alert evaluation panicked: {e}"),
         }
     }
 }

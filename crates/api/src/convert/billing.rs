@@ -41,6 +41,9 @@ impl From<BillingStoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
             }
             BillingStoreError::Domain(e) => e.into(),
+            BillingStoreError::Invalid { code, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
             BillingStoreError::Store(e) => e.into(),
         }
     }
@@ -291,6 +294,11 @@ pub fn version_response(v: &PlanVersion) -> PlanVersionResponse {
         plan: v.plan.to_string(),
         version: v.version,
         prices: v.prices.iter().map(price_body).collect(),
+        entitlements: v
+            .entitlements
+            .iter()
+            .map(|e| super::entitlements::entitlement_body(&e.feature, &e.grant))
+            .collect(),
         published_at: time_text(v.published_ms),
     }
 }

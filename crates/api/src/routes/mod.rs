@@ -1,6 +1,8 @@
 //! Route handlers, one module per resource.
 
+pub mod alerts;
 pub(crate) mod customers;
+pub(crate) mod entitlements;
 pub(crate) mod events;
 pub mod invoices;
 pub(crate) mod keys;

@@ -37,6 +37,40 @@ fn check_meters(
     Ok(())
 }
 
+/// Entitlements from their bodies; a metered grant must name an existing meter.
+pub(crate) fn entitlements_from(
+    state: &crate::AppState,
+    bodies: Vec<crate::types::entitlements::EntitlementBody>,
+) -> Result<Vec<tollgate_core::entitlement::Entitlement>, ApiError> {
+    let list = bodies
+        .into_iter()
+        .map(crate::convert::entitlements::entitlement_from_body)
+        .collect::<Result<Vec<_>, _>>()?;
+    for e in &list {
+        check_grant_meter(state, &e.grant)?;
+    }
+    tollgate_core::entitlement::validate_all(&list)
+        .map_err(|e| ApiError::from(tollgate_core::billing::BillingError::from(e)))?;
+    Ok(list)
+}
+
+/// 422 `unknown_meter` when a metered grant names a meter that does not exist.
+pub(crate) fn check_grant_meter(
+    state: &crate::AppState,
+    grant: &tollgate_core::entitlement::Grant,
+) -> Result<(), ApiError> {
+    if let Some(m) = grant.meter()
+        && state.engine.meter(m).is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_meter",
+            format!("a metered entitlement uses meter `{m}`, which does not exist"),
+        ));
+    }
+    Ok(())
+}
+
 /// Create a plan; with `prices`, version 1 is published in the same call.
 #[utoipa::path(
     post,
@@ -77,6 +111,14 @@ pub(crate) async fn create(
     if let Some(prices) = &prices {
         check_meters(&state, prices)?;
     }
+    let entitlements = entitlements_from(&state, body.entitlements.unwrap_or_default())?;
+    if prices.is_none() && !entitlements.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "entitlements belong to a version: give `prices` too",
+        ));
+    }
     if plan.name.is_empty() || plan.name.len() > tollgate_core::billing::NAME_BYTES_MAX {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -93,13 +135,19 @@ pub(crate) async fn create(
                 plan: p.key.clone(),
                 version: 1,
                 prices: prices.clone(),
+                entitlements: entitlements.clone(),
                 published_ms: now,
             }
             .validate()?;
         }
         st.billing.create_plan(&p)?;
         match prices {
-            Some(prices) => Ok(vec![st.billing.publish_version(&p.key, prices, now)?]),
+            Some(prices) => Ok(vec![st.billing.publish_version(
+                &p.key,
+                prices,
+                entitlements,
+                now,
+            )?]),
             None => Ok(Vec::new()),
         }
     })
@@ -136,9 +184,15 @@ pub(crate) async fn publish(
         .into_iter()
         .map(price_from_body)
         .collect::<Result<Vec<_>, _>>()?;
+    check_meters(&state, &prices)?;
+    let entitlements = entitlements_from(&state, body.entitlements)?;
     let st = state.clone();
-    let v =
-        blocking(move || Ok(st.billing.publish_version(&key, prices, st.engine.now())?)).await?;
+    let v = blocking(move || {
+        Ok(st
+            .billing
+            .publish_version(&key, prices, entitlements, st.engine.now())?)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(version_response(&v))))
 }
 

@@ -172,6 +172,9 @@ pub struct PlanBody {
     /// Prices of version 1.
     #[serde(default)]
     pub prices: Option<Vec<PriceBody>>,
+    /// Features version 1 grants (only with `prices`).
+    #[serde(default)]
+    pub entitlements: Option<Vec<super::entitlements::EntitlementBody>>,
 }
 
 /// A new plan version.
@@ -180,6 +183,9 @@ pub struct PlanBody {
 pub struct PlanVersionBody {
     /// Its prices.
     pub prices: Vec<PriceBody>,
+    /// The features it grants.
+    #[serde(default)]
+    pub entitlements: Vec<super::entitlements::EntitlementBody>,
 }
 
 /// A plan version (immutable).
@@ -191,6 +197,8 @@ pub struct PlanVersionResponse {
     pub version: u32,
     /// Prices.
     pub prices: Vec<PriceBody>,
+    /// The features it grants.
+    pub entitlements: Vec<super::entitlements::EntitlementBody>,
     /// RFC 3339.
     pub published_at: String,
 }

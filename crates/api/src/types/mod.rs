@@ -2,6 +2,7 @@
 //! Converted to and from domain types in [`crate::convert`] only.
 
 pub mod billing;
+pub mod entitlements;
 
 use std::collections::BTreeMap;
 
@@ -236,7 +237,7 @@ pub struct ErrorResponse {
 }
 
 /// An error.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable snake_case code.
     pub code: String,

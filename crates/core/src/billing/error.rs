@@ -2,6 +2,7 @@
 
 use thiserror::Error;
 
+use crate::entitlement::EntitlementError;
 use crate::money::MoneyError;
 use crate::pricing::PricingError;
 
@@ -31,6 +32,9 @@ pub enum BillingError {
     /// A money problem.
     #[error(transparent)]
     Money(#[from] MoneyError),
+    /// An entitlement problem.
+    #[error(transparent)]
+    Entitlement(#[from] EntitlementError),
 }
 
 impl BillingError {
@@ -42,6 +46,7 @@ impl BillingError {
             BillingError::OutOfRange => "date_out_of_range",
             BillingError::Pricing(e) => e.code(),
             BillingError::Money(e) => e.code(),
+            BillingError::Entitlement(e) => e.code(),
         }
     }
 }

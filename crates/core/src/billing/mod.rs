@@ -29,6 +29,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub use self::error::BillingError;
+use crate::entitlement::Entitlement;
 use crate::money::Currency;
 use crate::pricing::{Price, PricingError};
 use crate::time::{MINUTE_MS, UnixMs};
@@ -302,6 +303,9 @@ pub struct PlanVersion {
     pub version: u32,
     /// The prices.
     pub prices: Vec<Price>,
+    /// The features it grants (versions published before entitlements existed have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entitlements: Vec<Entitlement>,
     /// When it was published.
     pub published_ms: UnixMs,
 }
@@ -324,6 +328,7 @@ impl PlanVersion {
                 }));
             }
         }
+        crate::entitlement::validate_all(&self.entitlements)?;
         Ok(())
     }
 }

@@ -873,6 +873,7 @@ fn plan_version_validate() {
         plan: plan("pro"),
         version: 1,
         prices,
+        entitlements: Vec::new(),
         published_ms: UnixMs(0),
     };
     assert_eq!(version(vec![p("a"), p("b")]).validate(), Ok(()));

@@ -270,8 +270,8 @@ pub struct Decision {
     pub used: Option<Decimal>,
     /// `max(limit - used, 0)`.
     pub remaining: Option<Decimal>,
-    /// When a metered limit starts counting again (end of its period).
-    pub resets_at: Option<UnixMs>,
+    /// The period a metered limit counts over; it starts counting again at its end.
+    pub period: Option<Period>,
     /// A static value, as granted.
     pub value: Option<StaticValue>,
 }
@@ -284,7 +284,7 @@ impl Decision {
             limit: None,
             used: None,
             remaining: None,
-            resets_at: None,
+            period: None,
             value: None,
         }
     }
@@ -401,7 +401,7 @@ fn against_limit(
         limit: Some(limit),
         used: Some(usage.used),
         remaining: Some((limit - usage.used).max(Decimal::ZERO)),
-        resets_at: usage.period.map(|p| p.end),
+        period: usage.period,
         value: None,
     }
 }

@@ -162,7 +162,7 @@ fn a_zero_limit_allows_nothing() {
 fn metered_decisions_say_when_the_limit_resets() {
     let g = metered("10", Enforcement::Hard);
     let got = decide(Some(&g), Decimal::ZERO, used("1"));
-    assert_eq!(got.resets_at, Some(UnixMs(1000)));
+    assert_eq!(got.period.map(|p| p.end), Some(UnixMs(1000)));
     assert_eq!(got.limit, Some(d("10")));
     assert_eq!(got.used, Some(d("1")));
 }

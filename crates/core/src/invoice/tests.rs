@@ -112,6 +112,7 @@ fn version(plan: &str, v: u32, prices: Vec<Price>) -> PlanVersion {
         plan: plan_key(plan),
         version: v,
         prices,
+        entitlements: Vec::new(),
         published_ms: UnixMs(0),
     };
     pv.validate().unwrap();

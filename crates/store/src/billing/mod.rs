@@ -10,6 +10,8 @@
 //!
 //! Safe to use while the engine runs on the same data directory: it has its own connection.
 
+pub mod alerts;
+pub mod entitlements;
 pub mod run;
 
 use std::collections::BTreeMap;
@@ -23,6 +25,7 @@ use tollgate_core::billing::{
     BillingError, Customer, CustomerKey, Plan, PlanKey, PlanVersion, Subscription,
     SubscriptionChange,
 };
+use tollgate_core::entitlement::Entitlement;
 use tollgate_core::invoice::{Catalog, InvoiceChange, InvoiceDraft, InvoiceStatus};
 use tollgate_core::ledger::{self, Balance, Entry, Grant};
 use tollgate_core::pricing::Price;
@@ -56,6 +59,14 @@ pub enum BillingStoreError {
     /// A domain rule refused the change.
     #[error(transparent)]
     Domain(#[from] BillingError),
+    /// A request broke a rule of a store-level object (alerts), with its stable code.
+    #[error("{message}")]
+    Invalid {
+        /// The stable code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -78,6 +89,8 @@ impl BillingStoreError {
                 "subscription" => "subscription_not_found",
                 "invoice" => "invoice_not_found",
                 "invoice line" => "invoice_line_not_found",
+                "entitlement override" => "override_not_found",
+                "alert" => "alert_not_found",
                 _ => "not_found",
             },
             BillingStoreError::AlreadyExists { what, .. } => match *what {
@@ -87,6 +100,7 @@ impl BillingStoreError {
                 _ => "already_exists",
             },
             BillingStoreError::Domain(e) => e.code(),
+            BillingStoreError::Invalid { code, .. } => code,
             BillingStoreError::Store(e) => e.code(),
         }
     }
@@ -162,6 +176,8 @@ pub struct InvoiceFilter {
 /// Access to the billing tables of a data directory.
 pub struct BillingStore {
     conn: Mutex<Connection>,
+    /// Counts committed writes, so caches of billing state (entitlements) know when to reload.
+    generation: std::sync::atomic::AtomicU64,
     /// Held for the whole of an invoice run, so two runs never decide on the same state.
     run_lock: Mutex<()>,
     checkpointer: Checkpointer,
@@ -274,6 +290,7 @@ impl BillingStore {
         let checkpointer = Checkpointer::start(dir)?;
         Ok(BillingStore {
             conn: Mutex::new(conn),
+            generation: std::sync::atomic::AtomicU64::new(0),
             run_lock: Mutex::new(()),
             checkpointer,
         })
@@ -288,8 +305,15 @@ impl BillingStore {
         let out = f(&tx)?;
         tx.commit()?;
         drop(conn);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         self.checkpointer.poke();
         Ok(out)
+    }
+
+    /// Changes whenever a write commits (never goes back).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn read<T>(
@@ -403,11 +427,13 @@ impl BillingStore {
         })
     }
 
-    /// Publishes the next version of a plan with these prices. Published versions never change.
+    /// Publishes the next version of a plan with these prices and entitlements. Published
+    /// versions never change.
     pub fn publish_version(
         &self,
         plan: &PlanKey,
         prices: Vec<Price>,
+        entitlements: Vec<Entitlement>,
         now: UnixMs,
     ) -> Result<PlanVersion, BillingStoreError> {
         self.write(|tx| {
@@ -421,6 +447,7 @@ impl BillingStore {
                 plan: plan.clone(),
                 version: u32::try_from(last.unwrap_or(0) + 1).unwrap_or(u32::MAX),
                 prices,
+                entitlements,
                 published_ms: now,
             };
             version.validate()?;
@@ -689,6 +716,21 @@ fn plan_in(c: &Connection, key: &PlanKey) -> Result<Plan, BillingStoreError> {
         )
         .optional()?;
     from_json("plan", &doc.ok_or_else(|| not_found("plan", key.as_str()))?)
+}
+
+fn plan_version_in(
+    c: &Connection,
+    plan: &PlanKey,
+    version: u32,
+) -> Result<PlanVersion, BillingStoreError> {
+    let doc: Option<String> = c
+        .prepare_cached("SELECT doc FROM plan_versions WHERE plan = ?1 AND version = ?2")?
+        .query_row(params![plan.as_str(), version], |r| r.get(0))
+        .optional()?;
+    from_json(
+        "plan version",
+        &doc.ok_or_else(|| not_found("plan version", format!("{plan}@{version}")))?,
+    )
 }
 
 fn catalog_in(c: &Connection) -> Result<(BTreeMap<PlanKey, Plan>, Catalog), BillingStoreError> {
