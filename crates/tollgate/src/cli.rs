@@ -111,6 +111,13 @@ pub enum Command {
     /// are retried. Prints events/s, latency percentiles per batch and the verdict totals.
     /// Example: tollgate loadgen --url http://127.0.0.1:8080 --key "$KEY" --file events.ndjson
     Loadgen(crate::loadgen::LoadgenArgs),
+    /// Send entitlement checks to a running server at a fixed rate and report their latency.
+    ///
+    /// Example: tollgate checkload --url http://127.0.0.1:8080 --key "$KEY" --feature egress
+    Checkload(crate::checkload::CheckloadArgs),
+    /// Time entitlement checks in process on a data directory (no server may run on it).
+    #[command(hide = true)]
+    CheckBench(crate::checkload::CheckBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +236,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Meters { command } => meters(command),
         Command::Keys { command } => keys(command),
         Command::Loadgen(args) => crate::loadgen::run(args),
+        Command::Checkload(args) => crate::checkload::run(args),
+        Command::CheckBench(args) => crate::checkload::bench(args),
         Command::Invoice { command } => crate::invoice_cmd::run(command),
         Command::Openapi => {
             print!("{}", tollgate_api::openapi::document_json());

@@ -460,7 +460,7 @@ impl Summary {
     clippy::cast_sign_loss,
     reason = "a rank between 1 and len; `as` saturates"
 )]
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

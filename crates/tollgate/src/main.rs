@@ -5,6 +5,7 @@
 //! events were rejected or conflicted (all others are stored).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod checkload;
 mod cli;
 mod config;
 mod demo;

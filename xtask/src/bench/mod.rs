@@ -8,6 +8,8 @@
 //!   latency percentiles, the server's peak RSS, then every figure checked.
 //! - `query`: usage queries over HTTP with keep-alive on the data dir `ingest` loaded.
 //! - `invoice`: the invoice run over the loaded month for every customer (see `invoice.rs`).
+//! - `entitlements`: entitlement checks over HTTP at 20,000/s alone and during full-speed
+//!   ingest, freshness after an ack, and in process (see `entitlements.rs`).
 //! - `baseline`: PostgreSQL on `127.0.0.1:5432` (psql) and SQLite (in-process) loading the CSV
 //!   with their dedup key, the same queries in SQL, the same exactness check. A baseline that
 //!   cannot run fails the bench; it never skips.
@@ -22,6 +24,7 @@
 )]
 
 mod data;
+mod entitlements;
 mod exact;
 mod http;
 mod ingest;
@@ -95,6 +98,8 @@ pub enum Part {
     Baseline,
     /// The invoice run for every customer over the loaded month.
     Invoice,
+    /// Entitlement checks: HTTP alone and under ingest, freshness, in process.
+    Entitlements,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +147,7 @@ pub struct Results {
     pub postgres: Vec<Measure>,
     pub sqlite: Vec<Measure>,
     pub invoice: Vec<invoice::InvoiceMeasure>,
+    pub entitlements: Vec<entitlements::EntitlementMeasure>,
     pub postgres_version: Option<String>,
     pub sqlite_version: Option<String>,
     /// Differences found by the exactness checks (first ones of each failing check).
@@ -211,6 +217,7 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
             Part::Http,
             Part::Query,
             Part::Invoice,
+            Part::Entitlements,
             Part::Baseline,
         ];
     }
@@ -296,6 +303,9 @@ fn run_parts(bench: &Bench, parts: &[Part], runs: usize) -> anyhow::Result<Resul
             results
                 .http
                 .push(http::run(bench, run, &mut results.differences)?);
+        }
+        if parts.contains(&Part::Entitlements) {
+            results.entitlements.push(entitlements::run(bench, run)?);
         }
         if let Some(pg) = &postgres {
             results

@@ -69,7 +69,8 @@ pub fn render(bench: &Bench, results: &Results, command_line: &str) -> String {
     .map(|r| r.len())
     .max()
     .unwrap_or(0)
-    .max(results.invoice.len());
+    .max(results.invoice.len())
+    .max(results.entitlements.len());
     let _ = writeln!(
         s,
         "{} lines ({} unique events, {} duplicates), {} customers, 30 days from {}; NDJSON {}, CSV {}. Median of {runs} run(s).\n",
@@ -202,6 +203,35 @@ pub fn render(bench: &Bench, results: &Results, command_line: &str) -> String {
             } else {
                 "no"
             }
+        );
+    }
+    if !results.entitlements.is_empty() {
+        let e = &results.entitlements;
+        let med = |f: &dyn Fn(&super::entitlements::EntitlementMeasure) -> f64| {
+            let v: Vec<f64> = e.iter().map(f).collect();
+            super::median(&v).unwrap_or(0.0)
+        };
+        let customers = e.first().map_or(0, |m| m.customers);
+        let _ = writeln!(
+            s,
+            "Entitlement checks ({} customers subscribed, metered limit on `bytes-out` per month; `tollgate checkload` open loop at {} checks/s over loopback): alone {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms; during full-speed HTTP ingest ({:.0} events/s, checks for the first {} s) {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms. An event counts in the next check after its ack: send → counted p50 {:.2} ms, p99 {:.2} ms (200 samples, every one counted). In process (`tollgate check-bench`, one thread): {:.0} checks/s, p50 {:.2} µs, p99 {:.2} µs.\n",
+            thousands(u64::try_from(customers).unwrap_or(0)),
+            super::entitlements::CHECK_RATE,
+            med(&|m| m.idle_rate),
+            med(&|m| m.idle_ms[0]),
+            med(&|m| m.idle_ms[1]),
+            med(&|m| m.idle_ms[2]),
+            med(&|m| m.ingest_per_s),
+            e.first().map_or(0, |m| m.busy_seconds),
+            med(&|m| m.busy_rate),
+            med(&|m| m.busy_ms[0]),
+            med(&|m| m.busy_ms[1]),
+            med(&|m| m.busy_ms[2]),
+            med(&|m| m.fresh_ms[0]),
+            med(&|m| m.fresh_ms[1]),
+            med(&|m| m.inproc_per_s),
+            med(&|m| m.inproc_us[0]),
+            med(&|m| m.inproc_us[1]),
         );
     }
     if !results.postgres.is_empty() || !results.sqlite.is_empty() {
