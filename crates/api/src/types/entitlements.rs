@@ -199,7 +199,7 @@ pub struct ThresholdBody {
     pub percent: Option<String>,
 }
 
-/// Parameters of the unusual-usage method (docs/alerts.md); each has a default.
+/// Parameters of the unusual-usage method (docs/entitlements.md); each has a default.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnomalyParamsBody {
