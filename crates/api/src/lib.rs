@@ -11,7 +11,9 @@
 pub mod auth;
 pub mod convert;
 pub mod error;
+pub mod export;
 pub mod openapi;
+pub mod portal;
 pub mod render;
 pub(crate) mod routes;
 pub mod types;
@@ -120,6 +122,13 @@ pub fn router(state: State) -> Router {
             "/v1/invoices/{id}/lines/{line}/explain",
             get(routes::invoices::explain),
         )
+        // Customer portal and finance exports.
+        .route(
+            "/v1/customers/{key}/portal_sessions",
+            post(routes::portal_sessions::create),
+        )
+        .route("/v1/exports/{kind}", get(routes::exports::download))
+        .merge(portal::router())
         .route("/v1/openapi.json", get(routes::ops::openapi))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))

@@ -44,6 +44,8 @@ use crate::routes;
         routes::invoices::void,
         routes::invoices::run_now,
         routes::invoices::explain,
+        routes::portal_sessions::create,
+        routes::exports::download,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,

@@ -8,6 +8,7 @@
 mod cli;
 mod config;
 mod demo;
+mod export_cmd;
 mod import;
 mod invoice_cmd;
 mod loadgen;

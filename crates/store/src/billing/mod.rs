@@ -11,6 +11,7 @@
 //! Safe to use while the engine runs on the same data directory: it has its own connection.
 
 pub mod run;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::path::Path;
