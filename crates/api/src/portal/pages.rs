@@ -967,8 +967,14 @@ pub(crate) async fn invoice(
     let (page, inv) = blocking(move || {
         let inv = who.invoice(&st, &id)?;
         let c = who.customer();
-        let view =
+        let mut view =
             crate::render::invoice_page(&inv, &c.name, c.email.as_deref(), c.time_zone.name());
+        // Quantities in readable units (the printable invoice keeps the exact numbers).
+        for (v, l) in view.lines.iter_mut().zip(&inv.content.draft.lines) {
+            if let Some(m) = &l.meter {
+                v.quantity = format!("{} ({m})", unit_of(&st, m).format(l.quantity));
+            }
+        }
         Ok((
             InvoiceDetailPage {
                 nav: Nav::new(&who, "invoices"),
