@@ -186,6 +186,7 @@ fn parquet(table: &Table) -> Result<Vec<u8>, ApiError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::export::Kind;

@@ -325,6 +325,7 @@ impl Chart {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -377,6 +378,43 @@ mod tests {
         assert_eq!(svg.matches("<rect").count(), 2, "one segment per series");
         // The 2 GB bar reaches the top tick: 0.50 steps up to 2.00.
         assert!(svg.contains(">2.00<"), "{svg}");
+    }
+
+    #[test]
+    fn a_stacked_day_chart_in_berlin_snapshot() {
+        // Three days around the end of summer time (2026-10-25 has 25 hours in Berlin).
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        let day = |d: i8| {
+            UnixMs::from_timestamp(
+                jiff::civil::date(2026, 10, d)
+                    .to_zoned(tz.clone())
+                    .unwrap()
+                    .timestamp(),
+            )
+        };
+        let c = Chart {
+            title: "Bytes out per day".into(),
+            from: day(24),
+            to: day(27),
+            tz: tz.clone(),
+            hourly: false,
+            unit: Unit::Bytes,
+            quantity: "Bytes out".into(),
+            series: vec!["api.example.com".into(), "cdn.example.net".into()],
+            bars: vec![
+                Bar {
+                    start: day(24),
+                    end: day(25),
+                    values: vec![d("1200000000"), d("300000000")],
+                },
+                Bar {
+                    start: day(25),
+                    end: day(26),
+                    values: vec![d("2500000000"), d("0")],
+                },
+            ],
+        };
+        insta::assert_snapshot!(c.svg().replace("><", ">\n<"));
     }
 
     #[test]

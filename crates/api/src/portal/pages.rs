@@ -30,6 +30,9 @@ pub const PORTAL_EVENTS_PER_PAGE: usize = 50;
 
 type Params = std::collections::BTreeMap<String, String>;
 
+/// A chart series: its name and its total.
+type Series = (String, Decimal);
+
 /// HTML or CSV.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -674,13 +677,13 @@ fn usage_view(
     }
     let mut ranked: Vec<(String, Decimal)> = totals.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let (mut series, other): (Vec<(String, Decimal)>, Vec<(String, Decimal)>) =
-        if ranked.len() > PORTAL_CHART_SERIES_MAX {
-            let rest = ranked.split_off(PORTAL_CHART_SERIES_MAX - 1);
-            (ranked, rest)
-        } else {
-            (ranked, Vec::new())
-        };
+    let (mut series, other): (Vec<Series>, Vec<Series>) = if ranked.len() > PORTAL_CHART_SERIES_MAX
+    {
+        let rest = ranked.split_off(PORTAL_CHART_SERIES_MAX - 1);
+        (ranked, rest)
+    } else {
+        (ranked, Vec::new())
+    };
     if !other.is_empty() {
         series.push((
             format!("other ({} groups)", other.len()),

@@ -109,6 +109,7 @@ pub fn verify(secret: &[u8], token: &str, now: UnixMs) -> Result<Grant, TokenErr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

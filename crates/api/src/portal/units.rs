@@ -116,7 +116,7 @@ fn group_thousands(text: &str, dp: u32) -> String {
     let mut out = String::with_capacity(text.len() + int.len() / 3 + 4);
     out.push_str(sign);
     for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
+        if i > 0 && (int.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -156,6 +156,7 @@ pub fn local_day(t: UnixMs, tz: &TimeZone) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -48,6 +48,7 @@ pub fn extrapolate(usage: &UsageTable, now: UnixMs) -> UsageTable {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::billing::Period;

@@ -5,9 +5,9 @@
 //! valid until they expire). Does not own: what is signed or how (`tollgate-api`'s portal).
 //!
 //! Invariants: two concurrent first calls agree on one secret (`INSERT OR IGNORE` then read
-//! back, in one write transaction).
+//! back, in one write transaction); later calls only read.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{BillingStore, BillingStoreError};
 use crate::StoreError;
@@ -21,17 +21,30 @@ const PORTAL_SECRET_KEY: &str = "portal_secret";
 impl BillingStore {
     /// The data directory's portal signing secret, created on first use.
     pub fn portal_secret(&self) -> Result<[u8; PORTAL_SECRET_BYTES], BillingStoreError> {
-        let text: String = self.write(|tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
-                params![PORTAL_SECRET_KEY, random_hex(PORTAL_SECRET_BYTES)],
-            )?;
-            Ok(tx.query_row(
+        // Read first: every portal request asks, and a write transaction would take the
+        // database's write lock (and an fsync) that the ingest writer needs.
+        let existing: Option<String> = self.read(|c| {
+            Ok(c.query_row(
                 "SELECT value FROM settings WHERE key = ?1",
                 params![PORTAL_SECRET_KEY],
                 |r| r.get(0),
-            )?)
+            )
+            .optional()?)
         })?;
+        let text: String = match existing {
+            Some(t) => t,
+            None => self.write(|tx| {
+                tx.execute(
+                    "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
+                    params![PORTAL_SECRET_KEY, random_hex(PORTAL_SECRET_BYTES)],
+                )?;
+                Ok(tx.query_row(
+                    "SELECT value FROM settings WHERE key = ?1",
+                    params![PORTAL_SECRET_KEY],
+                    |r| r.get(0),
+                )?)
+            })?,
+        };
         let bytes = hex::decode(&text)
             .ok()
             .and_then(|b| <[u8; PORTAL_SECRET_BYTES]>::try_from(b).ok())
@@ -43,6 +56,7 @@ impl BillingStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
