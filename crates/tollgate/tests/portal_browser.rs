@@ -82,6 +82,22 @@ fn dom(profile: &Path, url: &str) -> String {
     html
 }
 
+/// A screenshot to take: (url, file name, width, height).
+type Shot = (String, &'static str, u32, u32);
+
+/// Takes the screenshots, four browsers at a time (each in its own profile): a browser spends
+/// most of its start waiting, so this costs a quarter of one after the other.
+fn screenshots(dir: &Path, shots: Vec<Shot>) {
+    for (n, chunk) in shots.chunks(4).enumerate() {
+        std::thread::scope(|s| {
+            for (i, (url, name, w, h)) in chunk.iter().enumerate() {
+                let profile = dir.join(&format!("shot-profile-{n}-{i}"));
+                s.spawn(move || screenshot(&profile, url, name, *w, *h));
+            }
+        });
+    }
+}
+
 fn screenshot(profile: &Path, url: &str, name: &str, width: u32, height: u32) {
     let file = screenshots_dir().join(format!("{name}.png"));
     let _ = std::fs::remove_file(&file);
@@ -142,6 +158,7 @@ fn every_page_renders_in_chromium_with_the_apis_numbers() {
     let world = build(&server, 2);
     let c = &world[0];
     let base = format!("{}/portal/{}", server.base(), c.token);
+    let mut shots: Vec<Shot> = Vec::new();
 
     // Overview.
     let up = ok(
@@ -175,8 +192,8 @@ fn every_page_renders_in_chromium_with_the_apis_numbers() {
         attrs(&html, "data-total-minor")[0],
         up["total_minor"].to_string()
     );
-    screenshot(&profile, &base, "overview-laptop", 1280, 1000);
-    screenshot(&profile, &base, "overview-phone", 390, 1400);
+    shots.push((base.clone(), "overview-laptop", 1280, 1000));
+    shots.push((base.clone(), "overview-phone", 390, 1400));
 
     // Usage chart, grouped by host, per day over the last 20 days.
     let from = date_text(now_ms() - 20 * DAY_MS);
@@ -227,12 +244,12 @@ fn every_page_renders_in_chromium_with_the_apis_numbers() {
         .map(int_value)
         .sum();
     assert_eq!(page_total, api, "the table sums to the API's usage");
-    screenshot(&profile, &url, "usage-laptop", 1280, 1300);
-    screenshot(&profile, &url, "usage-phone", 390, 1600);
+    shots.push((url.clone(), "usage-laptop", 1280, 1300));
+    shots.push((url.clone(), "usage-phone", 390, 1600));
     let hourly = format!("{base}/usage?meter=requests&window=hour&from={to}&to={to}");
     let html = dom(&profile, &hourly);
     assert!(html.contains("<svg"));
-    screenshot(&profile, &hourly, "usage-hourly-laptop", 1280, 1100);
+    shots.push((hourly.clone(), "usage-hourly-laptop", 1280, 1100));
 
     // Invoices and the detail of the first one.
     let inv_id = &c.invoices[0];
@@ -248,21 +265,15 @@ fn every_page_renders_in_chromium_with_the_apis_numbers() {
         "{visible}"
     );
     assert!(visible.contains(&usd(inv["total_minor"].as_i64().unwrap())));
-    screenshot(
-        &profile,
-        &format!("{base}/invoices"),
-        "invoices-laptop",
-        1280,
-        800,
-    );
+    shots.push((format!("{base}/invoices"), "invoices-laptop", 1280, 800));
     let url = format!("{base}/invoices/{inv_id}");
     let visible = text(&dom(&profile, &url));
     for l in inv["lines"].as_array().unwrap() {
         assert!(visible.contains(&usd(l["amount_minor"].as_i64().unwrap())));
     }
     assert!(visible.contains(&usd(inv["amount_due_minor"].as_i64().unwrap())));
-    screenshot(&profile, &url, "invoice-laptop", 1280, 1000);
-    screenshot(&profile, &url, "invoice-phone", 390, 1400);
+    shots.push((url.clone(), "invoice-laptop", 1280, 1000));
+    shots.push((url.clone(), "invoice-phone", 390, 1400));
 
     // Why am I charged: the metered line's days and events.
     let explain = ok(
@@ -287,16 +298,16 @@ fn every_page_renders_in_chromium_with_the_apis_numbers() {
         attrs(&html, "data-exact")[0],
         explain["line"]["quantity"].as_str().unwrap()
     );
-    screenshot(&profile, &url, "line-laptop", 1280, 1400);
+    shots.push((url.clone(), "line-laptop", 1280, 1400));
 
     // A link that does not work shows a page that says so.
     let html = dom(&profile, &format!("{}/portal/{}x", server.base(), c.token));
     assert!(text(&html).contains("This link does not open the portal"));
-    screenshot(
-        &profile,
-        &format!("{}/portal/{}x", server.base(), c.token),
+    shots.push((
+        format!("{}/portal/{}x", server.base(), c.token),
         "expired-phone",
         390,
         700,
-    );
+    ));
+    screenshots(dir.path(), shots);
 }
