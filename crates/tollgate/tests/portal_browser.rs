@@ -91,7 +91,7 @@ fn screenshots(dir: &Path, shots: Vec<Shot>) {
     for (n, chunk) in shots.chunks(4).enumerate() {
         std::thread::scope(|s| {
             for (i, (url, name, w, h)) in chunk.iter().enumerate() {
-                let profile = dir.join(&format!("shot-profile-{n}-{i}"));
+                let profile = dir.join(format!("shot-profile-{n}-{i}"));
                 s.spawn(move || screenshot(&profile, url, name, *w, *h));
             }
         });
