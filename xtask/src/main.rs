@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand};
 
 /// numpy version the benchmark generator is pinned to (shared/bench/README.md).
 const NUMPY_VERSION: &str = "2.4.6";
+/// pyarrow version the export tests read Parquet files back with (an independent reader).
+const PYARROW_VERSION: &str = "26.0.1";
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "Tollgate project tasks")]
@@ -28,7 +30,8 @@ enum Task {
     Ci,
     /// Regenerate docs/openapi.json from the code.
     Openapi,
-    /// Create the Python venv the tests use (target/venv, numpy for the data generator).
+    /// Create the Python venv the tests use (target/venv: numpy for the data generator, pyarrow
+    /// to read exports back).
     Venv,
     /// Measure ingest and queries (Tollgate import, HTTP, PostgreSQL, SQLite), check every
     /// answer against expected.json, and append the table to docs/BENCHMARKS.md.
@@ -87,14 +90,17 @@ fn succeeds(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Makes target/venv with numpy, installing Debian's python3-venv if `venv` is missing.
+/// Makes target/venv with numpy and pyarrow, installing Debian's python3-venv if `venv` is missing.
 fn venv(root: &Path) -> anyhow::Result<PathBuf> {
     let dir = root.join("target/venv");
     let python = dir.join("bin/python");
     let numpy_ok = |p: &Path| {
         succeeds(Command::new(p).args([
             "-c",
-            &format!("import numpy; assert numpy.__version__ == '{NUMPY_VERSION}'"),
+            &format!(
+                "import numpy, pyarrow; assert numpy.__version__ == '{NUMPY_VERSION}'; \
+                 assert pyarrow.__version__ == '{PYARROW_VERSION}'"
+            ),
         ]))
     };
     if python.exists() && numpy_ok(&python) {
@@ -111,18 +117,34 @@ fn venv(root: &Path) -> anyhow::Result<PathBuf> {
         "install",
         "--quiet",
         &format!("numpy=={NUMPY_VERSION}"),
+        &format!("pyarrow=={PYARROW_VERSION}"),
     ]))?;
     if !numpy_ok(&python) {
         bail!(
-            "numpy {NUMPY_VERSION} did not install into {}",
+            "numpy {NUMPY_VERSION} and pyarrow {PYARROW_VERSION} did not install into {}",
             dir.display()
         );
     }
     Ok(python)
 }
 
+/// Installs Debian's chromium when it is missing: the portal's browser tests drive it headless.
+fn chromium() -> anyhow::Result<()> {
+    if succeeds(Command::new("chromium").arg("--version")) {
+        return Ok(());
+    }
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get").args(["install", "-y", "chromium"]))?;
+    if !succeeds(Command::new("chromium").arg("--version")) {
+        bail!("chromium did not install");
+    }
+    Ok(())
+}
+
 fn ci(root: &Path) -> anyhow::Result<()> {
     let python = venv(root)?;
+    // Portal browser tests.
+    chromium()?;
     let shared = root.join("../shared/bench/gen_events.py");
     if !shared.exists() {
         bail!(

@@ -143,3 +143,20 @@ pub(crate) fn join_error(e: tokio::task::JoinError) -> ApiError {
         "internal error",
     )
 }
+
+impl From<crate::portal::token::TokenError> for ApiError {
+    fn from(e: crate::portal::token::TokenError) -> Self {
+        // Missing, altered, foreign-secret and expired links all answer 401: the holder has
+        // to ask for a new link, whatever the reason.
+        ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    }
+}
+
+/// 403 for a valid portal link that addresses another customer's object.
+pub fn portal_forbidden(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "portal_forbidden",
+        format!("this {what} belongs to another customer"),
+    )
+}

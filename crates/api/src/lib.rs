@@ -11,7 +11,9 @@
 pub mod auth;
 pub mod convert;
 pub mod error;
+pub mod export;
 pub mod openapi;
+pub mod portal;
 pub mod render;
 pub(crate) mod routes;
 pub mod types;
@@ -152,6 +154,13 @@ pub fn router(state: State) -> Router {
                 .delete(routes::alerts::delete),
         )
         .route("/v1/alert_events", get(routes::alerts::events))
+        // Customer portal and finance exports.
+        .route(
+            "/v1/customers/{key}/portal_sessions",
+            post(routes::portal_sessions::create),
+        )
+        .route("/v1/exports/{kind}", get(routes::exports::download))
+        .merge(portal::router())
         .route("/v1/openapi.json", get(routes::ops::openapi))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))

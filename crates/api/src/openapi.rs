@@ -57,6 +57,8 @@ use crate::routes;
         routes::alerts::delete,
         routes::alerts::events,
         routes::alerts::evaluate_now,
+        routes::portal_sessions::create,
+        routes::exports::download,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,

@@ -54,3 +54,12 @@ pub const CHECKS_BATCH_MAX: usize = 1_000;
 pub const ALERT_RULES_MAX: usize = 1_000;
 /// Most windows one sessions query may return.
 pub const SESSION_WINDOWS_MAX: usize = 10_000;
+
+/// Longest life of a portal link (seconds): 90 days.
+pub const PORTAL_SESSION_SECONDS_MAX: i64 = 90 * 24 * 3600;
+/// Most windows one portal usage chart shows (e.g. 31 days of hours is 744).
+pub const PORTAL_CHART_WINDOWS_MAX: usize = 2_000;
+/// Most series one portal usage chart draws; smaller groups are summed into "other".
+pub const PORTAL_CHART_SERIES_MAX: usize = 8;
+/// Widest time range of one finance export (days).
+pub const EXPORT_RANGE_DAYS_MAX: i64 = 400;

@@ -103,6 +103,10 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::invoice_cmd::InvoiceCommand,
     },
+    /// Write a finance export (invoices, invoice_lines, credits, usage_daily) as CSV or Parquet.
+    ///
+    /// Example: tollgate export invoices --from 2026-11-01 --to 2026-12-01 --format parquet --out nov.parquet
+    Export(crate::export_cmd::ExportArgs),
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
     /// Send an NDJSON file to a running server and measure throughput and latency.
@@ -239,6 +243,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Checkload(args) => crate::checkload::run(args),
         Command::CheckBench(args) => crate::checkload::bench(args),
         Command::Invoice { command } => crate::invoice_cmd::run(command),
+        Command::Export(args) => crate::export_cmd::run(args),
         Command::Openapi => {
             print!("{}", tollgate_api::openapi::document_json());
             Ok(ExitCode::SUCCESS)

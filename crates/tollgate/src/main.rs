@@ -9,6 +9,7 @@ mod checkload;
 mod cli;
 mod config;
 mod demo;
+mod export_cmd;
 mod import;
 mod invoice_cmd;
 mod loadgen;

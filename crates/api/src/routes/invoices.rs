@@ -321,81 +321,94 @@ pub(crate) async fn explain(
     let st = state.clone();
     let out = blocking(move || {
         let inv = st.billing.invoice(&id)?;
-        let l = inv
-            .content
-            .draft
-            .lines
-            .iter()
-            .find(|l| l.number == line)
-            .ok_or_else(|| {
-                ApiError::not_found(
-                    "invoice_line_not_found",
-                    format!("invoice {id} has no line {line}"),
-                )
-            })?
-            .clone();
-        let customer = st.billing.customer(&inv.content.draft.customer)?;
-        let (windows, quantity_now, events, next_after) = match &l.meter {
-            None => (Vec::new(), rust_decimal::Decimal::ZERO, Vec::new(), None),
-            Some(meter) => {
-                let subject = Subject::parse(customer.key.as_str())
-                    .map_err(|e| ApiError::bad_request("invalid_customer_key", e.to_string()))?;
-                let tz: TimeZone = customer.time_zone.tz().clone();
-                let rows = st.engine.usage(
-                    meter,
-                    &UsageQuery {
-                        subject: Some(subject),
-                        from: l.segment.start,
-                        to: l.segment.end,
-                        window: Some(WindowSize::Day),
-                        time_zone: tz,
-                        group_by: Vec::new(),
-                    },
-                )?;
-                let quantity_now = rows.iter().map(|r| r.value).sum();
-                let windows = rows
-                    .iter()
-                    .map(|r| ExplainWindow {
-                        start: time_text(r.window_start),
-                        end: time_text(r.window_end),
-                        quantity: r.value.to_string(),
-                    })
-                    .collect();
-                let page = st.engine.events_behind(
-                    meter,
-                    customer.key.as_str(),
-                    l.segment.start,
-                    l.segment.end,
-                    after,
-                    limit,
-                )?;
-                let events = page
-                    .events
-                    .iter()
-                    .map(|e| ExplainEvent {
-                        committed_at: time_text(e.committed),
-                        late: inv.finalized_ms.is_some_and(|f| e.committed > f),
-                        event: serde_json::from_str(&e.raw).unwrap_or(serde_json::Value::Null),
-                    })
-                    .collect();
-                (
-                    windows,
-                    quantity_now,
-                    events,
-                    page.next_after.map(|s| s.to_string()),
-                )
-            }
-        };
-        Ok(ExplainResponse {
-            line: line_body(&l),
-            windows,
-            quantity_now: quantity_now.to_string(),
-            events,
-            next_after,
-        })
+        explain_line(&st, &inv, line, after, limit)
     })
     .await?;
     Ok(Json(out))
+}
+
+/// The explanation of line `line` of `inv`: provenance, daily usage in the customer's time
+/// zone, and one page of the events behind it. Shared by the API and the portal.
+pub(crate) fn explain_line(
+    st: &crate::AppState,
+    inv: &tollgate_store::billing::Invoice,
+    line: u32,
+    after: u64,
+    limit: usize,
+) -> Result<ExplainResponse, ApiError> {
+    let id = &inv.id;
+    let l = inv
+        .content
+        .draft
+        .lines
+        .iter()
+        .find(|l| l.number == line)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "invoice_line_not_found",
+                format!("invoice {id} has no line {line}"),
+            )
+        })?
+        .clone();
+    let customer = st.billing.customer(&inv.content.draft.customer)?;
+    let (windows, quantity_now, events, next_after) = match &l.meter {
+        None => (Vec::new(), rust_decimal::Decimal::ZERO, Vec::new(), None),
+        Some(meter) => {
+            let subject = Subject::parse(customer.key.as_str())
+                .map_err(|e| ApiError::bad_request("invalid_customer_key", e.to_string()))?;
+            let tz: TimeZone = customer.time_zone.tz().clone();
+            let rows = st.engine.usage(
+                meter,
+                &UsageQuery {
+                    subject: Some(subject),
+                    from: l.segment.start,
+                    to: l.segment.end,
+                    window: Some(WindowSize::Day),
+                    time_zone: tz,
+                    group_by: Vec::new(),
+                },
+            )?;
+            let quantity_now = rows.iter().map(|r| r.value).sum();
+            let windows = rows
+                .iter()
+                .map(|r| ExplainWindow {
+                    start: time_text(r.window_start),
+                    end: time_text(r.window_end),
+                    quantity: r.value.to_string(),
+                })
+                .collect();
+            let page = st.engine.events_behind(
+                meter,
+                customer.key.as_str(),
+                l.segment.start,
+                l.segment.end,
+                after,
+                limit,
+            )?;
+            let events = page
+                .events
+                .iter()
+                .map(|e| ExplainEvent {
+                    committed_at: time_text(e.committed),
+                    late: inv.finalized_ms.is_some_and(|f| e.committed > f),
+                    event: serde_json::from_str(&e.raw).unwrap_or(serde_json::Value::Null),
+                })
+                .collect();
+            (
+                windows,
+                quantity_now,
+                events,
+                page.next_after.map(|s| s.to_string()),
+            )
+        }
+    };
+    Ok(ExplainResponse {
+        line: line_body(&l),
+        windows,
+        quantity_now: quantity_now.to_string(),
+        events,
+        next_after,
+    })
 }
 
 /// The instant of a run, for logs.

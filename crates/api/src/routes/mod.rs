@@ -4,11 +4,13 @@ pub mod alerts;
 pub(crate) mod customers;
 pub(crate) mod entitlements;
 pub(crate) mod events;
+pub(crate) mod exports;
 pub mod invoices;
 pub(crate) mod keys;
 pub(crate) mod meters;
 pub(crate) mod ops;
 pub(crate) mod plans;
+pub(crate) mod portal_sessions;
 pub(crate) mod subscriptions;
 pub mod usage;
 

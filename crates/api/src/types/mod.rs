@@ -3,6 +3,7 @@
 
 pub mod billing;
 pub mod entitlements;
+pub mod portal;
 
 use std::collections::BTreeMap;
 

@@ -18,6 +18,7 @@
 //!
 //! Invariants (asserted): total = subtotal + tax; subtotal = Σ line amounts.
 
+pub mod forecast;
 #[cfg(test)]
 mod tests;
 

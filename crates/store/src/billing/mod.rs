@@ -13,6 +13,7 @@
 pub mod alerts;
 pub mod entitlements;
 pub mod run;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -383,6 +383,7 @@ fn plan_subscription(
             period,
             &mine,
             opts.acceptance_window_ms,
+            None,
         )?;
         let (action, id) = match existing {
             None => {
@@ -446,6 +447,8 @@ fn plan_subscription(
 /// end + the acceptance window, and the last finalized invoice already re-priced every period
 /// whose window was still open then. So the set is bounded by the window, whatever the
 /// interval (a yearly plan's late January event is still billed a year later).
+// The inputs are the run's loaded state; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn draft_period(
     engine: &Engine,
     catalog: &Catalog,
@@ -454,6 +457,7 @@ fn draft_period(
     period: Period,
     mine: &BTreeMap<UnixMs, Invoice>,
     acceptance_window_ms: i64,
+    forecast_at: Option<UnixMs>,
 ) -> Result<InvoiceDraft, BillingStoreError> {
     let last_finalized = mine
         .values()
@@ -476,7 +480,10 @@ fn draft_period(
         })
         .collect();
     let needs = invoice::usage_needs(sub, catalog, &period, &earlier)?;
-    let usage = load_usage(engine, &sub.customer, needs)?;
+    let mut usage = load_usage(engine, &sub.customer, needs)?;
+    if let Some(now) = forecast_at {
+        usage = invoice::forecast::extrapolate(&usage, now);
+    }
     Ok(invoice::draft(&DraftInput {
         customer,
         subscription: sub,
@@ -496,6 +503,30 @@ pub fn upcoming(
     customer: &CustomerKey,
     now: UnixMs,
     acceptance_window_ms: i64,
+) -> Result<Option<InvoiceDraft>, BillingStoreError> {
+    running(engine, store, customer, now, acceptance_window_ms, false)
+}
+
+/// The same invoice as [`upcoming`], priced with the usage so far extrapolated linearly to
+/// the end of the period ([`invoice::forecast::extrapolate`]): the forecast of the period's
+/// charges. `None` when no subscription runs now.
+pub fn forecast(
+    engine: &Engine,
+    store: &BillingStore,
+    customer: &CustomerKey,
+    now: UnixMs,
+    acceptance_window_ms: i64,
+) -> Result<Option<InvoiceDraft>, BillingStoreError> {
+    running(engine, store, customer, now, acceptance_window_ms, true)
+}
+
+fn running(
+    engine: &Engine,
+    store: &BillingStore,
+    customer: &CustomerKey,
+    now: UnixMs,
+    acceptance_window_ms: i64,
+    forecast: bool,
 ) -> Result<Option<InvoiceDraft>, BillingStoreError> {
     let c = store.customer(customer)?;
     let (plans, catalog) = store.catalog()?;
@@ -526,6 +557,7 @@ pub fn upcoming(
         period,
         &mine,
         acceptance_window_ms,
+        forecast.then_some(now),
     )
     .map(Some)
 }
