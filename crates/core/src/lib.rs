@@ -4,7 +4,7 @@
 //! events into numbers, and how those numbers are cut into time windows. Owns no IO, no async,
 //! no clock reads: time comes in as a [`time::UnixMs`] argument, storage stays outside. Modules
 //! appear in pipeline order: [`event`] → [`dedup`] → [`meter`] → [`usage`] → [`money`] →
-//! [`pricing`] → [`billing`] → [`invoice`] → [`ledger`].
+//! [`pricing`] → [`billing`] → [`invoice`] → [`ledger`] → [`webhook`].
 
 pub mod billing;
 pub mod dedup;
@@ -17,3 +17,4 @@ pub mod money;
 pub mod pricing;
 pub mod time;
 pub mod usage;
+pub mod webhook;
