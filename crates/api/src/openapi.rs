@@ -8,7 +8,7 @@ use crate::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credits."),
+    info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credits, signed webhooks."),
     paths(
         routes::events::ingest,
         routes::meters::list,
@@ -44,6 +44,16 @@ use crate::routes;
         routes::invoices::void,
         routes::invoices::run_now,
         routes::invoices::explain,
+        routes::webhooks::create,
+        routes::webhooks::list,
+        routes::webhooks::get,
+        routes::webhooks::patch,
+        routes::webhooks::delete,
+        routes::webhooks::rotate_secret,
+        routes::webhooks::test,
+        routes::webhooks::messages,
+        routes::webhooks::message,
+        routes::webhooks::replay,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,

@@ -9,6 +9,7 @@ pub(crate) mod ops;
 pub(crate) mod plans;
 pub(crate) mod subscriptions;
 pub mod usage;
+pub(crate) mod webhooks;
 
 use axum::body::Body;
 use axum::http::StatusCode;

@@ -3,7 +3,9 @@
 
 use thiserror::Error;
 
-use crate::limits::{WEBHOOK_ENDPOINT_EVENT_TYPES_MAX, WEBHOOK_PAYLOAD_BYTES_MAX, WEBHOOK_URL_BYTES_MAX};
+use crate::limits::{
+    WEBHOOK_ENDPOINT_EVENT_TYPES_MAX, WEBHOOK_PAYLOAD_BYTES_MAX, WEBHOOK_URL_BYTES_MAX,
+};
 
 /// A refused endpoint definition or message.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -18,7 +20,9 @@ pub enum WebhookError {
     #[error("the url is longer than {WEBHOOK_URL_BYTES_MAX} bytes")]
     UrlTooLong,
     /// An event type Tollgate does not send.
-    #[error("unknown event type `{name}` (known: alert.triggered, alert.recovered, entitlement.exceeded, invoice.finalized, invoice.paid, invoice.voided)")]
+    #[error(
+        "unknown event type `{name}` (known: alert.triggered, alert.recovered, entitlement.exceeded, invoice.finalized, invoice.paid, invoice.voided)"
+    )]
     UnknownEventType {
         /// What was given.
         name: String,

@@ -347,9 +347,12 @@ pub fn verify(
     let mut timestamp_s = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
-        let (key, value) = part.trim().split_once('=').ok_or(SignatureError::Malformed {
-            reason: "every part is key=value",
-        })?;
+        let (key, value) = part
+            .trim()
+            .split_once('=')
+            .ok_or(SignatureError::Malformed {
+                reason: "every part is key=value",
+            })?;
         match key {
             "t" => {
                 if timestamp_s.is_some() {
@@ -486,7 +489,8 @@ impl RetryPolicy {
             return Next::GiveUp;
         }
         Next::RetryAt(UnixMs(
-            now.0.saturating_add(self.backoff.delay_ms(attempts, random)),
+            now.0
+                .saturating_add(self.backoff.delay_ms(attempts, random)),
         ))
     }
 

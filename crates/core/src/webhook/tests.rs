@@ -71,10 +71,17 @@ fn urls_must_be_http_or_https_with_a_host() {
         "http://exa mple.com",
         "http://:80/",
     ] {
-        assert_eq!(validate_url(bad).unwrap_err().code(), "invalid_url", "{bad}");
+        assert_eq!(
+            validate_url(bad).unwrap_err().code(),
+            "invalid_url",
+            "{bad}"
+        );
     }
     let long = format!("https://example.com/{}", "a".repeat(WEBHOOK_URL_BYTES_MAX));
-    assert_eq!(validate_url(&long).unwrap_err().code(), "webhook_url_bytes_max");
+    assert_eq!(
+        validate_url(&long).unwrap_err().code(),
+        "webhook_url_bytes_max"
+    );
 }
 
 #[test]
@@ -126,7 +133,11 @@ fn hmac_reference(key: &str, msg: &[u8]) -> String {
     use sha2::Digest;
     let mut k = [0u8; 64];
     k[..key.len()].copy_from_slice(key.as_bytes());
-    let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).chain(msg.iter().copied()).collect();
+    let inner: Vec<u8> = k
+        .iter()
+        .map(|b| b ^ 0x36)
+        .chain(msg.iter().copied())
+        .collect();
     let inner_hash = sha2::Sha256::digest(&inner);
     let outer: Vec<u8> = k
         .iter()
@@ -137,12 +148,29 @@ fn hmac_reference(key: &str, msg: &[u8]) -> String {
 }
 
 #[test]
+fn the_worked_example_of_the_docs_verifies() {
+    // docs/webhooks.md, "Signatures" (computed there with Python's hmac module).
+    let body = br#"{"id":"msg_000000000000000000000000","type":"webhook.test","created_at":"2025-12-01T00:00:12Z","data":{}}"#;
+    assert_eq!(
+        sign("whsec_test", 1_764_547_212, body),
+        "fcfe72c188fe39d457bede872425cf7f6ee8145d5a0d64bc41be7ffeb613e1b9"
+    );
+}
+
+#[test]
 fn verify_refuses_malformed_headers_and_replays() {
     let body = b"{}";
     let t = NOW.0 / 1000;
     let good = signature_header(&["s"], t, body);
     assert_eq!(verify("s", &good, body, NOW, TOL), Ok(()));
-    for bad in ["", "v1=00", "t=abc,v1=00", "t=1", "t=1,t=2,v1=00", "garbage"] {
+    for bad in [
+        "",
+        "v1=00",
+        "t=abc,v1=00",
+        "t=1",
+        "t=1,t=2,v1=00",
+        "garbage",
+    ] {
         assert_eq!(
             verify("s", bad, body, NOW, TOL).unwrap_err().code(),
             "signature_malformed",
@@ -202,8 +230,14 @@ fn policy_retries_gives_up_and_disables() {
         disable_after_failures: 5,
     };
     assert_eq!(p.next(Some(204), 3, NOW, 7), Next::Delivered);
-    assert_eq!(p.next(Some(500), 1, NOW, 0), Next::RetryAt(UnixMs(NOW.0 + 50)));
-    assert_eq!(p.next(None, 2, NOW, 100), Next::RetryAt(UnixMs(NOW.0 + 200)));
+    assert_eq!(
+        p.next(Some(500), 1, NOW, 0),
+        Next::RetryAt(UnixMs(NOW.0 + 50))
+    );
+    assert_eq!(
+        p.next(None, 2, NOW, 100),
+        Next::RetryAt(UnixMs(NOW.0 + 200))
+    );
     assert_eq!(p.next(Some(302), 3, NOW, 0), Next::GiveUp);
     assert!(!p.disables(4));
     assert!(p.disables(5));
