@@ -303,6 +303,16 @@ pub struct Claim {
     pub body: String,
 }
 
+/// What [`WebhookStore::claim`] took.
+#[derive(Debug)]
+pub struct Claimed<P> {
+    /// The leased deliveries, each with the token `accept` gave it.
+    pub claims: Vec<(Claim, P)>,
+    /// When the next pending delivery of an enabled endpoint falls due (possibly one just
+    /// leased, at the end of its lease).
+    pub next_due: Option<UnixMs>,
+}
+
 /// What recording an attempt decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
@@ -729,7 +739,7 @@ impl WebhookStore {
         limit: usize,
         lease_ms: i64,
         mut accept: impl FnMut(&Claim) -> Option<P>,
-    ) -> Result<(Vec<(Claim, P)>, Option<UnixMs>), WebhookStoreError> {
+    ) -> Result<Claimed<P>, WebhookStoreError> {
         let candidates = self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT d.id, d.endpoint_id, e.url, e.secret, e.previous_secret,
@@ -803,7 +813,10 @@ impl WebhookStore {
                 |r| r.get(0),
             )?)
         })?;
-        Ok((claims, next_due.map(UnixMs)))
+        Ok(Claimed {
+            claims,
+            next_due: next_due.map(UnixMs),
+        })
     }
 
     /// Records one attempt of a claimed delivery and applies what `policy` decides: delivered,
@@ -1082,23 +1095,24 @@ mod tests {
             .create_endpoint("http://127.0.0.1:9/a", "", &[EventType::InvoicePaid], T0)
             .unwrap();
         enqueue_one(&store, EventType::InvoicePaid);
-        let (first, _) = store.claim(T0, 10, 5_000, |_| Some(())).unwrap();
+        let first = store.claim(T0, 10, 5_000, |_| Some(())).unwrap().claims;
         assert_eq!(first.len(), 1);
-        let (again, next) = store
+        let again = store
             .claim(UnixMs(T0.0 + 4_999), 10, 5_000, |_| Some(()))
             .unwrap();
-        assert!(again.is_empty(), "leased");
-        assert_eq!(next, Some(UnixMs(T0.0 + 5_000)));
+        assert!(again.claims.is_empty(), "leased");
+        assert_eq!(again.next_due, Some(UnixMs(T0.0 + 5_000)));
         // The process died mid-request: nothing was recorded; the lease runs out.
-        let (after, _) = store
+        let after = store
             .claim(UnixMs(T0.0 + 5_000), 10, 5_000, |_| Some(()))
-            .unwrap();
+            .unwrap()
+            .claims;
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].0.delivery_id, first[0].0.delivery_id);
-        let (refused, _) = store
+        let refused = store
             .claim(UnixMs(T0.0 + 20_000), 10, 5_000, |_| None::<()>)
             .unwrap();
-        assert!(refused.is_empty(), "accept can hold a claim back");
+        assert!(refused.claims.is_empty(), "accept can hold a claim back");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1142,7 +1156,7 @@ mod tests {
             store
                 .claim(UnixMs(T0.0 + 60_000), 10, 5_000, |_| Some(()))
                 .unwrap()
-                .0
+                .claims
                 .is_empty()
         );
         let e = store
@@ -1159,9 +1173,10 @@ mod tests {
             (e.enabled, e.consecutive_failures, e.disabled_reason),
             (true, 0, None)
         );
-        let (claims, _) = store
+        let claims = store
             .claim(UnixMs(T0.0 + 60_000), 10, 5_000, |_| Some(()))
-            .unwrap();
+            .unwrap()
+            .claims;
         assert_eq!(claims.len(), 1);
         assert_eq!(claims[0].0.delivery_id, db);
         let ok = Attempt {

@@ -71,7 +71,7 @@ pub async fn run(state: Arc<AppState>, config: WorkerConfig) {
                     }));
                 sem.try_acquire_owned().ok()
             });
-            out.map(|(claims, next_due)| (claims, next_due, now))
+            out.map(|c| (c.claims, c.next_due, now))
         })
         .await;
         let mut sleep_ms = webhooks::POLL_MS;

@@ -504,7 +504,7 @@ fn a_run_of_failures_disables_the_endpoint_and_enabling_and_replay_deliver() {
 #[test]
 fn invoice_events_are_signed_and_a_tampered_body_fails() {
     let dir = TestDir::new("wh-invoices");
-    let server = Server::start(&dir.data("data"), &fast_flags(&["--invoice-grace", "1h"]));
+    let server = Server::start(&dir.data("data"), &fast_flags(&["--invoice-grace", "0s"]));
     let rx = Receiver::start(Mode::Ok);
     let (endpoint, secret) = create_endpoint(
         &server,
