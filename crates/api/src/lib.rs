@@ -30,7 +30,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
-use tollgate_store::{BillingStore, Engine, KeyStore};
+use tollgate_store::{BillingStore, Engine, KeyStore, WebhookStore};
 
 pub use self::error::ApiError;
 
@@ -46,6 +46,8 @@ pub struct AppState {
     pub invoice_grace_ms: i64,
     /// Entitlement checks from memory.
     pub checker: tollgate_store::billing::entitlements::Checker,
+    /// Webhook endpoints, the outbox, deliveries and their log.
+    pub webhooks: WebhookStore,
 }
 
 /// Shared state handle.
@@ -161,6 +163,31 @@ pub fn router(state: State) -> Router {
         )
         .route("/v1/exports/{kind}", get(routes::exports::download))
         .merge(portal::router())
+        // Webhooks: endpoint registry, outbox messages, deliveries, replay.
+        .route(
+            "/v1/webhook_endpoints",
+            get(routes::webhooks::list).post(routes::webhooks::create),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get(routes::webhooks::get)
+                .patch(routes::webhooks::patch)
+                .delete(routes::webhooks::delete),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/rotate_secret",
+            post(routes::webhooks::rotate_secret),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/test",
+            post(routes::webhooks::test),
+        )
+        .route("/v1/webhook_messages", get(routes::webhooks::messages))
+        .route("/v1/webhook_messages/{id}", get(routes::webhooks::message))
+        .route(
+            "/v1/webhook_messages/{id}/replay",
+            post(routes::webhooks::replay),
+        )
         .route("/v1/openapi.json", get(routes::ops::openapi))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))

@@ -9,6 +9,7 @@ use crate::routes;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credits, entitlements, sessions, alerts."),
+    info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credits, signed webhooks."),
     paths(
         routes::events::ingest,
         routes::meters::list,
@@ -59,6 +60,16 @@ use crate::routes;
         routes::alerts::evaluate_now,
         routes::portal_sessions::create,
         routes::exports::download,
+        routes::webhooks::create,
+        routes::webhooks::list,
+        routes::webhooks::get,
+        routes::webhooks::patch,
+        routes::webhooks::delete,
+        routes::webhooks::rotate_secret,
+        routes::webhooks::test,
+        routes::webhooks::messages,
+        routes::webhooks::message,
+        routes::webhooks::replay,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,

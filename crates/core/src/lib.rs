@@ -5,7 +5,7 @@
 //! no clock reads: time comes in as a [`time::UnixMs`] argument, storage stays outside. Modules
 //! appear in pipeline order: [`event`] → [`dedup`] → [`meter`] → [`usage`] → [`money`] →
 //! [`pricing`] → [`billing`] → [`invoice`] → [`ledger`] → [`entitlement`] ([`sessions`]) →
-//! [`alert`].
+//! [`alert`] → [`webhook`].
 
 pub mod alert;
 pub mod billing;
@@ -21,3 +21,4 @@ pub mod pricing;
 pub mod sessions;
 pub mod time;
 pub mod usage;
+pub mod webhook;

@@ -63,3 +63,24 @@ pub const PORTAL_CHART_WINDOWS_MAX: usize = 2_000;
 pub const PORTAL_CHART_SERIES_MAX: usize = 8;
 /// Widest time range of one finance export (days).
 pub const EXPORT_RANGE_DAYS_MAX: i64 = 400;
+/// Most webhook endpoints in one store.
+pub const WEBHOOK_ENDPOINTS_MAX: usize = 100;
+/// Most event types one webhook endpoint may subscribe to.
+pub const WEBHOOK_ENDPOINT_EVENT_TYPES_MAX: usize = 16;
+/// Longest webhook endpoint URL (bytes).
+pub const WEBHOOK_URL_BYTES_MAX: usize = 2048;
+/// Longest description of a webhook endpoint (bytes).
+pub const WEBHOOK_DESCRIPTION_BYTES_MAX: usize = 512;
+/// Largest webhook message body (bytes).
+pub const WEBHOOK_PAYLOAD_BYTES_MAX: usize = 256 * 1024;
+/// Most delivery attempts of one message to one endpoint that may be configured.
+pub const WEBHOOK_ATTEMPTS_MAX: u32 = 30;
+/// Longest delivery timeout that may be configured (ms): a receiver should answer fast and
+/// work afterwards.
+pub const WEBHOOK_TIMEOUT_MS_MAX: i64 = 60_000;
+/// Most requests in flight to one endpoint at a time.
+pub const WEBHOOK_ENDPOINT_CONCURRENCY_MAX: usize = 4;
+/// Most consecutive failed attempts before an endpoint is disabled that may be configured.
+pub const WEBHOOK_DISABLE_AFTER_FAILURES_MAX: u32 = 10_000;
+/// Longest backoff delay between two attempts that may be configured (ms): one day.
+pub const WEBHOOK_BACKOFF_MS_MAX: i64 = 24 * 3600 * 1000;

@@ -4,7 +4,7 @@
 //! process writes at a time); raw events, stored as compressed frames, one frame per group
 //! commit; API keys; meter definitions; the [`engine::Engine`], whose single writer thread
 //! decides dedup verdicts, commits and fsyncs a group of batches, and only then updates the
-//! in-memory rollups and answers. Does not own: HTTP, the CLI, or domain rules (`tollgate-core`).
+//! in-memory rollups and answers; the webhook outbox ([`webhooks`]). Does not own: HTTP, the CLI, or domain rules (`tollgate-core`).
 //!
 //! Invariants: an ingest answer is sent only after its frame is committed with
 //! `synchronous=FULL` (fsync); rollups and the dedup index are rebuilt at open from the stored
@@ -19,12 +19,14 @@ mod meters;
 pub mod metrics;
 mod schema;
 pub mod usage;
+pub mod webhooks;
 
 pub use self::billing::{BillingStore, BillingStoreError};
 pub use self::engine::{BatchOutcome, Engine, EngineConfig, ItemError, PreparedBatch};
 pub use self::error::StoreError;
 pub use self::keys::{ApiKey, KeyStore, NewKey, Scope};
 pub use self::metrics::Metrics;
+pub use self::webhooks::{WebhookStore, WebhookStoreError};
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};

@@ -114,6 +114,55 @@ const MIGRATIONS: &[&str] = &[
      ) STRICT;
      CREATE INDEX alert_events_by_rule ON alert_events (rule, seq);
      CREATE INDEX alert_events_by_customer ON alert_events (customer, seq);",
+    // 4: webhooks. The outbox (messages, written in the transaction of the change that caused
+    // them), one delivery per message and endpoint (and per replay), and every attempt's log.
+    "CREATE TABLE webhook_endpoints (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        description TEXT NOT NULL,
+        event_types TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        previous_secret TEXT,
+        previous_secret_until_ms INTEGER,
+        enabled INTEGER NOT NULL,
+        disabled_reason TEXT,
+        consecutive_failures INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE webhook_messages (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX webhook_messages_by_type ON webhook_messages (type, seq);
+     CREATE TABLE webhook_deliveries (
+        id TEXT PRIMARY KEY,
+        message_seq INTEGER NOT NULL REFERENCES webhook_messages (seq),
+        endpoint_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_ms INTEGER NOT NULL,
+        last_http_status INTEGER,
+        last_error TEXT,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        delivered_ms INTEGER
+     ) STRICT;
+     CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_ms);
+     CREATE INDEX webhook_deliveries_by_message ON webhook_deliveries (message_seq);
+     CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, status);
+     CREATE TABLE webhook_attempts (
+        seq INTEGER PRIMARY KEY,
+        delivery_id TEXT NOT NULL REFERENCES webhook_deliveries (id),
+        at_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        http_status INTEGER,
+        error TEXT
+     ) STRICT;
+     CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id, seq);",
 ];
 
 /// The schema version this binary writes.

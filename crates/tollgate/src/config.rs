@@ -9,6 +9,11 @@
 //! invoice_every = "60s"       # how often `serve` runs the invoice cycle ("0s": never)
 //! session_timeout = "24h"     # a session without `session.ended` counts as open this long
 //! alert_every = "10s"         # how often `serve` evaluates alerts and limits ("0s": never)
+//! webhook_backoff_base = "10s" # first retry delay of a webhook delivery (doubles each time)
+//! webhook_backoff_cap = "6h"  # longest delay between two attempts
+//! webhook_timeout = "10s"     # timeout of one delivery request
+//! webhook_attempts = 16       # attempts of one delivery before it is marked failed
+//! webhook_disable_after = 50  # consecutive failed attempts that disable an endpoint
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -36,6 +41,16 @@ pub struct FileConfig {
     pub session_timeout: Option<String>,
     /// Interval of alert evaluation in `serve`, e.g. "10s"; "0s" turns it off.
     pub alert_every: Option<String>,
+    /// First retry delay of a webhook delivery, e.g. "10s".
+    pub webhook_backoff_base: Option<String>,
+    /// Longest delay between two webhook attempts, e.g. "6h".
+    pub webhook_backoff_cap: Option<String>,
+    /// Timeout of one webhook request, e.g. "10s".
+    pub webhook_timeout: Option<String>,
+    /// Attempts of one delivery before it is marked failed.
+    pub webhook_attempts: Option<u32>,
+    /// Consecutive failed attempts that disable an endpoint.
+    pub webhook_disable_after: Option<u32>,
 }
 
 impl FileConfig {
@@ -132,4 +147,96 @@ pub fn alert_every_ms(flag: Option<&str>, file: &FileConfig) -> anyhow::Result<i
         Some(text) => duration_ms("alert interval", text, 24 * 3600 * 1000),
         None => Ok(10_000),
     }
+}
+
+/// Webhook delivery settings as given on the command line (each overrides the file).
+#[derive(Debug, Default, Clone)]
+pub struct WebhookFlags {
+    /// `--webhook-backoff-base`.
+    pub backoff_base: Option<String>,
+    /// `--webhook-backoff-cap`.
+    pub backoff_cap: Option<String>,
+    /// `--webhook-timeout`.
+    pub timeout: Option<String>,
+    /// `--webhook-attempts`.
+    pub attempts: Option<u32>,
+    /// `--webhook-disable-after`.
+    pub disable_after: Option<u32>,
+}
+
+/// The webhook worker's settings in force: flags, then file, then the defaults of
+/// `tollgate_core::webhook`, each within its named limit.
+pub fn webhook_config(
+    flags: &WebhookFlags,
+    file: &FileConfig,
+) -> anyhow::Result<crate::webhook_worker::WorkerConfig> {
+    use tollgate_core::limits::{
+        WEBHOOK_ATTEMPTS_MAX, WEBHOOK_BACKOFF_MS_MAX, WEBHOOK_DISABLE_AFTER_FAILURES_MAX,
+        WEBHOOK_TIMEOUT_MS_MAX,
+    };
+    use tollgate_core::webhook::{self, Backoff, RetryPolicy};
+    fn ms(
+        what: &str,
+        flag: &Option<String>,
+        file: &Option<String>,
+        default: i64,
+        max: i64,
+    ) -> anyhow::Result<i64> {
+        match flag.as_deref().or(file.as_deref()) {
+            Some(text) => {
+                let v = duration_ms(what, text, max)?;
+                if v < 1 {
+                    bail!("{what} must be at least 1ms");
+                }
+                Ok(v)
+            }
+            None => Ok(default),
+        }
+    }
+    let base_ms = ms(
+        "webhook backoff base",
+        &flags.backoff_base,
+        &file.webhook_backoff_base,
+        webhook::BACKOFF_BASE_MS_DEFAULT,
+        WEBHOOK_BACKOFF_MS_MAX,
+    )?;
+    let cap_ms = ms(
+        "webhook backoff cap",
+        &flags.backoff_cap,
+        &file.webhook_backoff_cap,
+        webhook::BACKOFF_CAP_MS_DEFAULT.max(base_ms),
+        WEBHOOK_BACKOFF_MS_MAX,
+    )?;
+    if cap_ms < base_ms {
+        bail!("the webhook backoff cap must not be below its base");
+    }
+    let timeout_ms = ms(
+        "webhook timeout",
+        &flags.timeout,
+        &file.webhook_timeout,
+        webhook::TIMEOUT_MS_DEFAULT,
+        WEBHOOK_TIMEOUT_MS_MAX,
+    )?;
+    let attempts_max = flags
+        .attempts
+        .or(file.webhook_attempts)
+        .unwrap_or(webhook::ATTEMPTS_DEFAULT);
+    if !(1..=WEBHOOK_ATTEMPTS_MAX).contains(&attempts_max) {
+        bail!("webhook attempts must be 1..={WEBHOOK_ATTEMPTS_MAX}");
+    }
+    let disable_after_failures = flags
+        .disable_after
+        .or(file.webhook_disable_after)
+        .unwrap_or(webhook::DISABLE_AFTER_FAILURES_DEFAULT);
+    if !(1..=WEBHOOK_DISABLE_AFTER_FAILURES_MAX).contains(&disable_after_failures) {
+        bail!("webhook disable-after must be 1..={WEBHOOK_DISABLE_AFTER_FAILURES_MAX}");
+    }
+    Ok(crate::webhook_worker::WorkerConfig {
+        policy: RetryPolicy {
+            backoff: Backoff { base_ms, cap_ms },
+            attempts_max,
+            disable_after_failures,
+        },
+        timeout_ms,
+    })
 }

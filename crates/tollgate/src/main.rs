@@ -14,6 +14,7 @@ mod import;
 mod invoice_cmd;
 mod loadgen;
 mod serve;
+mod webhook_worker;
 
 use std::process::ExitCode;
 

@@ -9,7 +9,7 @@ use tollgate_api::AppState;
 use tollgate_core::time::Clock;
 use tollgate_store::billing::entitlements::Checker;
 use tollgate_store::keys::KEY_SECRET_BYTES_MIN;
-use tollgate_store::{BillingStore, KeyStore};
+use tollgate_store::{BillingStore, KeyStore, WebhookStore};
 
 use crate::cli::{StoreArgs, SystemClock};
 
@@ -36,6 +36,22 @@ pub struct ServeArgs {
     /// How often to evaluate alert rules and metered limits (default 10s; 0s turns it off).
     #[arg(long, value_name = "DURATION")]
     pub alert_every: Option<String>,
+    /// Webhooks: delay before the first retry of a failed delivery; it doubles after each
+    /// failure, with jitter (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub webhook_backoff_base: Option<String>,
+    /// Webhooks: longest delay between two attempts (default 6h).
+    #[arg(long, value_name = "DURATION")]
+    pub webhook_backoff_cap: Option<String>,
+    /// Webhooks: timeout of one delivery request (default 10s, at most 60s).
+    #[arg(long, value_name = "DURATION")]
+    pub webhook_timeout: Option<String>,
+    /// Webhooks: attempts of one delivery before it is marked failed (default 16).
+    #[arg(long, value_name = "N")]
+    pub webhook_attempts: Option<u32>,
+    /// Webhooks: consecutive failed attempts that disable an endpoint (default 50).
+    #[arg(long, value_name = "N")]
+    pub webhook_disable_after: Option<u32>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -56,9 +72,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let invoice_grace_ms = crate::config::invoice_grace_ms(args.invoice_grace.as_deref(), &file)?;
     let invoice_every_ms = crate::config::invoice_every_ms(args.invoice_every.as_deref(), &file)?;
     let alert_every_ms = crate::config::alert_every_ms(args.alert_every.as_deref(), &file)?;
+    let webhook_config = crate::config::webhook_config(
+        &crate::config::WebhookFlags {
+            backoff_base: args.webhook_backoff_base.clone(),
+            backoff_cap: args.webhook_backoff_cap.clone(),
+            timeout: args.webhook_timeout.clone(),
+            attempts: args.webhook_attempts,
+            disable_after: args.webhook_disable_after,
+        },
+        &file,
+    )?;
     let engine = args.store.open_engine()?;
     let keys = KeyStore::open(&args.store.data_dir)?;
     let billing = BillingStore::open(&args.store.data_dir)?;
+    let webhooks = WebhookStore::open(&args.store.data_dir)?;
     if let Some(created) = keys.bootstrap_admin(admin_secret.as_deref(), SystemClock.now())? {
         if admin_secret.is_some() {
             eprintln!(
@@ -78,6 +105,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         billing,
         invoice_grace_ms,
         checker: Checker::new(),
+        webhooks,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,6 +118,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
         println!("listening on http://{addr}");
+        tokio::spawn(crate::webhook_worker::run(
+            Arc::clone(&state),
+            webhook_config,
+        ));
         if invoice_every_ms > 0 {
             tokio::spawn(invoice_scheduler(Arc::clone(&state), invoice_every_ms));
         }

@@ -557,6 +557,15 @@ fn alerts_fire_once_and_limits_announce_when_reached() {
     );
     assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
     assert!(r.body.get("next_after").is_none());
+    // Each logged event is in the webhook outbox, written in the same transaction.
+    let r = server.get("/v1/webhook_messages?type=entitlement.exceeded", ADMIN_KEY);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let messages = r.body["data"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{}", r.body);
+    assert_eq!(messages[0]["data"]["customer"], "acme");
+    assert_eq!(messages[0]["data"]["rule"], "entitlement:egress");
+    let r = server.get("/v1/webhook_messages?type=alert.triggered", ADMIN_KEY);
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 2, "{}", r.body);
     // Turning a rule off and on starts afresh: it fires again.
     let r = call(
         &server,

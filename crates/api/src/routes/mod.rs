@@ -13,6 +13,7 @@ pub(crate) mod plans;
 pub(crate) mod portal_sessions;
 pub(crate) mod subscriptions;
 pub mod usage;
+pub(crate) mod webhooks;
 
 use axum::body::Body;
 use axum::http::StatusCode;

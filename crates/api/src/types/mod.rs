@@ -4,6 +4,7 @@
 pub mod billing;
 pub mod entitlements;
 pub mod portal;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 

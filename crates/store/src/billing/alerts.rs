@@ -26,6 +26,7 @@ use tollgate_core::entitlement::{Grant, LimitPeriod};
 use tollgate_core::limits::ALERT_RULES_MAX;
 use tollgate_core::time::{HOUR_MS, UnixMs};
 use tollgate_core::usage::{UsageQuery, WindowSize};
+use tollgate_core::webhook::EventType;
 
 use super::entitlements::{CheckError, Checker, metered_usage};
 use super::{BillingStore, BillingStoreError, from_json, new_id_hex, not_found, to_json};
@@ -250,9 +251,11 @@ impl BillingStore {
                 }
                 for s in steps {
                     let event_type = match (o.kind, s.transition) {
-                        (Kind::Alert, Transition::Triggered) => "alert.triggered",
-                        (Kind::Alert, Transition::Recovered) => "alert.recovered",
-                        (Kind::Entitlement, Transition::Triggered) => "entitlement.exceeded",
+                        (Kind::Alert, Transition::Triggered) => EventType::AlertTriggered,
+                        (Kind::Alert, Transition::Recovered) => EventType::AlertRecovered,
+                        (Kind::Entitlement, Transition::Triggered) => {
+                            EventType::EntitlementExceeded
+                        }
                         // A limit's period ended or usage was corrected: nothing to announce.
                         (Kind::Entitlement, Transition::Recovered) => continue,
                     };
@@ -260,7 +263,7 @@ impl BillingStore {
                         id: format!("alev_{}", new_id_hex()),
                         seq: 0,
                         rule: o.rule.clone(),
-                        event_type: event_type.to_owned(),
+                        event_type: event_type.as_str().to_owned(),
                         customer: o.customer.clone(),
                         period_start: s.period_start,
                         value: o.value,
@@ -277,12 +280,39 @@ impl BillingStore {
                     ])?;
                     let mut e = e;
                     e.seq = tx.last_insert_rowid();
+                    announce(tx, event_type, &e, now)?;
                     events.push(e);
                 }
             }
             Ok(events)
         })
     }
+}
+
+/// Writes an alert event to the webhook outbox, in the transaction that logs it.
+fn announce(
+    tx: &rusqlite::Transaction<'_>,
+    event_type: EventType,
+    e: &AlertEvent,
+    now: UnixMs,
+) -> Result<(), BillingStoreError> {
+    let data = serde_json::json!({
+        "id": e.id,
+        "rule": e.rule,
+        "customer": e.customer.as_str(),
+        "measured": e.subject,
+        "period_start": e.period_start.to_rfc3339(),
+        "value": e.value.to_string(),
+        "threshold": e.threshold.to_string(),
+    });
+    let message = crate::webhooks::message(event_type, &data, now).map_err(|err| {
+        crate::StoreError::Corrupt(format!(
+            "alert event {} does not make a message: {err}",
+            e.id
+        ))
+    })?;
+    crate::webhooks::enqueue(tx, &message, now)?;
+    Ok(())
 }
 
 fn alert_in(c: &rusqlite::Connection, id: &str) -> Result<AlertRule, BillingStoreError> {

@@ -31,6 +31,7 @@ use tollgate_core::invoice::{Catalog, InvoiceChange, InvoiceDraft, InvoiceStatus
 use tollgate_core::ledger::{self, Balance, Entry, Grant};
 use tollgate_core::pricing::Price;
 use tollgate_core::time::UnixMs;
+use tollgate_core::webhook::EventType;
 
 use crate::StoreError;
 use crate::keys::random_hex;
@@ -309,6 +310,7 @@ impl BillingStore {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::Release);
         self.checkpointer.poke();
+        crate::webhooks::wake_if_enqueued();
         Ok(out)
     }
 
@@ -628,7 +630,23 @@ impl BillingStore {
                 let back = ledger::reverse(&entries, id, now, &txn);
                 append_entries(tx, customer, &back)?;
             }
-            invoice_in(tx, id)
+            let changed = invoice_in(tx, id)?;
+            let event = match change {
+                InvoiceChange::MarkPaid => EventType::InvoicePaid,
+                _ => EventType::InvoiceVoided,
+            };
+            enqueue_invoice_event(
+                tx,
+                event,
+                (
+                    changed.id.as_str(),
+                    changed.number.as_deref(),
+                    changed.status,
+                ),
+                &changed.content,
+                now,
+            )?;
+            Ok(changed)
         })
     }
 
@@ -825,4 +843,37 @@ fn append_entries(
 /// 16 random hex digits for a new object id.
 pub fn new_id_hex() -> String {
     random_hex(8)
+}
+
+/// Writes an invoice webhook message (`invoice.finalized`, `invoice.paid`, `invoice.voided`)
+/// to the outbox in the transaction that changed the invoice. `data`: the invoice's id, number,
+/// status, customer, subscription, period, totals and currency.
+pub(crate) fn enqueue_invoice_event(
+    tx: &Transaction<'_>,
+    event: EventType,
+    (id, number, status): (&str, Option<&str>, InvoiceStatus),
+    content: &InvoiceContent,
+    now: UnixMs,
+) -> Result<(), BillingStoreError> {
+    let d = &content.draft;
+    let data = serde_json::json!({
+        "id": id,
+        "number": number,
+        "status": status.as_str(),
+        "customer": d.customer.as_str(),
+        "subscription": d.subscription.0,
+        "period_start": d.period.start.to_rfc3339(),
+        "period_end": d.period.end.to_rfc3339(),
+        "currency": d.currency.to_string(),
+        "subtotal_minor": d.subtotal_minor,
+        "tax_minor": d.tax_minor,
+        "total_minor": d.total_minor,
+        "credits_applied_minor": content.credits_applied_minor,
+        "amount_due_minor": content.amount_due_minor,
+    });
+    let message = crate::webhooks::message(event, &data, now).map_err(|e| {
+        StoreError::Corrupt(format!("invoice {id} does not make a webhook message: {e}"))
+    })?;
+    crate::webhooks::enqueue(tx, &message, now)?;
+    Ok(())
 }

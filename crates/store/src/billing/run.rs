@@ -27,6 +27,7 @@ use tollgate_core::invoice::{
 use tollgate_core::ledger;
 use tollgate_core::time::UnixMs;
 use tollgate_core::usage::UsageQuery;
+use tollgate_core::webhook::EventType;
 
 use super::{
     BillingStore, BillingStoreError, Invoice, InvoiceContent, append_entries, entries_in,
@@ -225,6 +226,13 @@ pub fn run(
                     report.created += 1;
                     if finalize {
                         report.finalized += 1;
+                        super::enqueue_invoice_event(
+                            tx,
+                            EventType::InvoiceFinalized,
+                            (id.as_str(), number.as_deref(), InvoiceStatus::Finalized),
+                            &content,
+                            opts.now,
+                        )?;
                     }
                 }
                 Action::Update {
@@ -260,6 +268,13 @@ pub fn run(
                         .execute(params![id, number, to_json(&content)?, opts.now.0])?;
                     assert_eq!(n, 1, "invoice {id} was not a draft at finalization");
                     report.finalized += 1;
+                    super::enqueue_invoice_event(
+                        tx,
+                        EventType::InvoiceFinalized,
+                        (id.as_str(), Some(number.as_str()), InvoiceStatus::Finalized),
+                        &content,
+                        opts.now,
+                    )?;
                 }
             }
         }
