@@ -41,6 +41,8 @@ pub struct AppState {
     pub billing: BillingStore,
     /// How long after a period ends late events still update its draft invoice (ms).
     pub invoice_grace_ms: i64,
+    /// IP allocations, attribution sources, enrichment.
+    pub ip: tollgate_store::ipmeta::IpMeta,
 }
 
 /// Shared state handle.
@@ -120,6 +122,27 @@ pub fn router(state: State) -> Router {
             "/v1/invoices/{id}/lines/{line}/explain",
             get(routes::invoices::explain),
         )
+        // IP metadata and the audit log.
+        .route(
+            "/v1/ip/allocations",
+            get(routes::ipmeta::list_allocations).post(routes::ipmeta::create_allocation),
+        )
+        .route(
+            "/v1/ip/allocations/{id}",
+            delete(routes::ipmeta::close_allocation),
+        )
+        .route(
+            "/v1/ip/attribution_sources",
+            get(routes::ipmeta::list_sources)
+                .post(routes::ipmeta::put_source)
+                .delete(routes::ipmeta::delete_source),
+        )
+        .route(
+            "/v1/ip/enrichment/reload",
+            post(routes::ipmeta::reload_enrichment),
+        )
+        .route("/v1/ip/{addr}", get(routes::ipmeta::lookup))
+        .route("/v1/audit", get(routes::ipmeta::audit))
         .route("/v1/openapi.json", get(routes::ops::openapi))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))

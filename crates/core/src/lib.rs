@@ -4,12 +4,14 @@
 //! events into numbers, and how those numbers are cut into time windows. Owns no IO, no async,
 //! no clock reads: time comes in as a [`time::UnixMs`] argument, storage stays outside. Modules
 //! appear in pipeline order: [`event`] → [`dedup`] → [`meter`] → [`usage`] → [`money`] →
-//! [`pricing`] → [`billing`] → [`invoice`] → [`ledger`].
+//! [`pricing`] → [`billing`] → [`invoice`] → [`ledger`]; [`ipmeta`] says who held an address.
 
+pub mod accesslog;
 pub mod billing;
 pub mod dedup;
 pub mod event;
 pub mod invoice;
+pub mod ipmeta;
 pub mod ledger;
 pub mod limits;
 pub mod meter;

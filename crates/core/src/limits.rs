@@ -42,3 +42,9 @@ pub const METER_EVENT_TYPES_MAX: usize = 64;
 pub const USAGE_ROWS_MAX: usize = 500_000;
 /// Most windows one usage query may span (e.g. minutes in a range).
 pub const USAGE_WINDOWS_MAX: usize = 100_000;
+/// Most IP allocations in one store (the lookup benchmark loads 1M).
+pub const IP_ALLOCATIONS_MAX: usize = 4_000_000;
+/// Most attribution sources (CloudEvents `source` values read by address).
+pub const ATTRIBUTION_SOURCES_MAX: usize = 1_000;
+/// Longest proxy access-log line (bytes); a longer one is reported with its line number.
+pub const ACCESS_LOG_LINE_BYTES_MAX: usize = 16 * 1024;

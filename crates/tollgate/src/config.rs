@@ -7,6 +7,7 @@
 //! listen = "127.0.0.1:8080"
 //! invoice_grace = "24h"       # late events update a draft invoice this long after its period
 //! invoice_every = "60s"       # how often `serve` runs the invoice cycle ("0s": never)
+//! enrichment_dbs = ["/var/lib/GeoIP/GeoLite2-Country.mmdb", "/var/lib/GeoIP/GeoLite2-ASN.mmdb"]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ pub struct FileConfig {
     pub invoice_grace: Option<String>,
     /// Interval of the invoice scheduler in `serve`, e.g. "60s"; "0s" turns it off.
     pub invoice_every: Option<String>,
+    /// MaxMind-format enrichment databases (country, ASN), read by `serve`.
+    pub enrichment_dbs: Option<Vec<PathBuf>>,
 }
 
 impl FileConfig {

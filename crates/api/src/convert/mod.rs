@@ -1,6 +1,7 @@
 //! Conversions between API bodies and domain types; the only place they meet.
 
 pub mod billing;
+pub mod ipmeta;
 
 use tollgate_core::meter::{Aggregation, Condition, EventTypes, MeterSpec, parse_decimal};
 use tollgate_core::time::UnixMs;

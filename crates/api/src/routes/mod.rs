@@ -2,6 +2,7 @@
 
 pub(crate) mod customers;
 pub(crate) mod events;
+pub(crate) mod ipmeta;
 pub mod invoices;
 pub(crate) mod keys;
 pub(crate) mod meters;
