@@ -107,6 +107,12 @@ pub enum Command {
     /// are retried. Prints events/s, latency percentiles per batch and the verdict totals.
     /// Example: tollgate loadgen --url http://127.0.0.1:8080 --key "$KEY" --file events.ndjson
     Loadgen(crate::loadgen::LoadgenArgs),
+    /// Follow a proxy access log (nginx or Squid) and send each line to a running server.
+    ///
+    /// Keeps its position in the data dir, follows rotation (rename and copytruncate), and
+    /// never counts a line twice (ids are deterministic). Example:
+    /// tollgate tail --format nginx --server http://127.0.0.1:8080 --key "$KEY" /var/log/nginx/access.log
+    Tail(crate::tail::TailArgs),
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +231,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Meters { command } => meters(command),
         Command::Keys { command } => keys(command),
         Command::Loadgen(args) => crate::loadgen::run(args),
+        Command::Tail(args) => crate::tail::run(args),
         Command::Invoice { command } => crate::invoice_cmd::run(command),
         Command::Openapi => {
             print!("{}", tollgate_api::openapi::document_json());

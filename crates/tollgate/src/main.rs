@@ -5,6 +5,7 @@
 //! events were rejected or conflicted (all others are stored).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod accesslog;
 mod cli;
 mod config;
 mod demo;
@@ -12,6 +13,7 @@ mod import;
 mod invoice_cmd;
 mod loadgen;
 mod serve;
+mod tail;
 
 use std::process::ExitCode;
 
