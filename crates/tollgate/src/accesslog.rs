@@ -84,9 +84,7 @@ pub fn convert(
 pub fn read_lines(file: &mut File, offset: u64, max_bytes: usize) -> std::io::Result<Vec<u8>> {
     file.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
-    file.by_ref()
-        .take(max_bytes as u64)
-        .read_to_end(&mut buf)?;
+    file.by_ref().take(max_bytes as u64).read_to_end(&mut buf)?;
     match buf.iter().rposition(|b| *b == b'\n') {
         Some(i) => buf.truncate(i + 1),
         None if buf.len() >= max_bytes => {

@@ -23,9 +23,9 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use tollgate_core::accesslog::LogFormat;
 use tollgate_core::event::EventError;
 use tollgate_core::event::batch::ndjson_spans;
-use tollgate_core::accesslog::LogFormat;
 use tollgate_core::ipmeta::attribution::attribute_body;
 use tollgate_store::engine::{Pending, PreparedBatch};
 use tollgate_store::ipmeta::IpMetaStore;
@@ -323,8 +323,7 @@ fn import_log(
         importer.bar.inc(bytes.len() as u64);
         let chunk = crate::accesslog::convert(format, key, offset, first_line, &bytes);
         let now = importer.engine.now();
-        let (body, spans) = match attribute_body(&chunk.body, &chunk.spans, &sources, &table, now)
-        {
+        let (body, spans) = match attribute_body(&chunk.body, &chunk.spans, &sources, &table, now) {
             Some((body, spans, _)) => (body, spans),
             None => (chunk.body, chunk.spans),
         };

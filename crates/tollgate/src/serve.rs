@@ -7,8 +7,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tollgate_api::AppState;
 use tollgate_core::time::Clock;
-use tollgate_store::keys::KEY_SECRET_BYTES_MIN;
 use tollgate_store::ipmeta::{GeoDb, IpMeta};
+use tollgate_store::keys::KEY_SECRET_BYTES_MIN;
 use tollgate_store::{BillingStore, KeyStore};
 
 use crate::cli::{StoreArgs, SystemClock};

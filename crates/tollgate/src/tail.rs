@@ -337,8 +337,8 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let mut cur = Follow::open(&args.file)
-        .with_context(|| format!("opening {}", args.file.display()))?;
+    let mut cur =
+        Follow::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
     if let Some(pos) = load_position(&pos_path)? {
         let len = cur.file.metadata()?.len();
         if cur.ensure_key()? == Some(pos.file_key) && len >= pos.offset {

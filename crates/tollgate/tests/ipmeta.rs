@@ -62,7 +62,11 @@ fn allocations_lookups_attribution_and_audit() {
         400,
         "invalid_validity",
     );
-    assert_error(&server.get("/v1/ip/not-an-ip", ADMIN_KEY), 400, "invalid_ip");
+    assert_error(
+        &server.get("/v1/ip/not-an-ip", ADMIN_KEY),
+        400,
+        "invalid_ip",
+    );
 
     // Longest prefix valid at the instant.
     let owner = |addr: &str, at: i64| {
@@ -172,10 +176,13 @@ fn allocations_lookups_attribution_and_audit() {
     assert_eq!(close["before"]["valid_to"], Value::Null);
     assert_eq!(close["after"]["valid_to"], json!(now));
     let sources = server.get("/v1/audit?kind=attribution_source", ADMIN_KEY);
-    assert_eq!(sources.body["data"][0]["after"]["address_field"], "client_ip");
+    assert_eq!(
+        sources.body["data"][0]["after"]["address_field"],
+        "client_ip"
+    );
 
     // Scopes: reading needs `read`, changing needs `admin`.
-    let (read_key, _) = server.create_key(&["read"]);
+    let (_, read_key) = server.create_key(&["read"]);
     assert_eq!(server.get("/v1/ip/10.1.0.1", &read_key).status, 200);
     assert_error(
         &post(
@@ -220,8 +227,12 @@ fn enrichment_from_a_maxmind_database_reloads_without_restart() {
     let dir = TestDir::new("ipmeta-geo");
     let db = dir.join("geo.mmdb");
     write_mmdb(&db, "DE", 64500);
-    let server = Server::start(&dir.data("data"), &["--enrichment-db", db.to_str().unwrap()]);
-    let geo = |addr: &str| server.get(&format!("/v1/ip/{addr}"), ADMIN_KEY).body["enrichment"].clone();
+    let server = Server::start(
+        &dir.data("data"),
+        &["--enrichment-db", db.to_str().unwrap()],
+    );
+    let geo =
+        |addr: &str| server.get(&format!("/v1/ip/{addr}"), ADMIN_KEY).body["enrichment"].clone();
     assert_eq!(
         geo("192.0.2.10"),
         json!({"country": "DE", "asn": 64500, "as_org": "Example Networks"})
@@ -233,14 +244,26 @@ fn enrichment_from_a_maxmind_database_reloads_without_restart() {
     write_mmdb(&db, "FR", 64501);
     // Still the loaded copy until a reload.
     assert_eq!(geo("192.0.2.10")["country"], "DE");
-    let reload = server.request("POST", "/v1/ip/enrichment/reload", Some(ADMIN_KEY), None, None);
+    let reload = server.request(
+        "POST",
+        "/v1/ip/enrichment/reload",
+        Some(ADMIN_KEY),
+        None,
+        None,
+    );
     assert_eq!((reload.status, &reload.body["databases"]), (200, &json!(1)));
     assert_eq!(geo("192.0.2.10")["asn"], 64501);
     assert_eq!(geo("192.0.2.10")["country"], "FR");
     // A broken file is refused and the database in use stays.
     std::fs::write(&db, b"not a database").unwrap();
     assert_error(
-        &server.request("POST", "/v1/ip/enrichment/reload", Some(ADMIN_KEY), None, None),
+        &server.request(
+            "POST",
+            "/v1/ip/enrichment/reload",
+            Some(ADMIN_KEY),
+            None,
+            None,
+        ),
         422,
         "enrichment_unreadable",
     );

@@ -35,7 +35,9 @@ fn binary(name: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("`{name}` is not installed: this test needs it (cargo xtask ci installs it with apt-get)");
+    panic!(
+        "`{name}` is not installed: this test needs it (cargo xtask ci installs it with apt-get)"
+    );
 }
 
 fn free_port() -> u16 {
@@ -79,6 +81,7 @@ fn start_upstream() -> u16 {
                 }
                 let target = request_line.split_whitespace().nth(1).unwrap_or("/");
                 let path = target.rsplit_once("/size/").map_or("0", |(_, n)| n);
+                let path = path.split('?').next().unwrap_or("0");
                 let n: usize = path.parse().unwrap_or(0);
                 let body = vec![b'x'; n];
                 let mut stream = stream;
@@ -110,7 +113,11 @@ fn fetch(proxy_port: u16, request: &str) -> Seen {
         .position(|w| w == b"\r\n\r\n")
         .map(|i| i + 4)
         .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(&buf)));
-    assert!(buf.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..head_end]));
+    assert!(
+        buf.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..head_end])
+    );
     Seen {
         total: buf.len() as u64,
         body: (buf.len() - head_end) as u64,
@@ -150,13 +157,19 @@ fn prepare(server: &Server) {
         server,
         "/v1/ip/allocations",
         &json!({"customer": "cus_local", "cidr": "127.0.0.0/8",
-                "valid_from": rfc3339(now_ms() - DAY_MS)}),
+                "valid_from": rfc3339(floor_minute(now_ms()) - DAY_MS)}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
     for (slug, def) in [
         ("requests", json!({"aggregation": "count"})),
-        ("bytes-out", json!({"aggregation": "sum", "value_path": "$.data.bytes_out"})),
-        ("body-bytes", json!({"aggregation": "sum", "value_path": "$.data.body_bytes"})),
+        (
+            "bytes-out",
+            json!({"aggregation": "sum", "value_path": "$.data.bytes_out"}),
+        ),
+        (
+            "body-bytes",
+            json!({"aggregation": "sum", "value_path": "$.data.body_bytes"}),
+        ),
     ] {
         assert_eq!(server.put_meter(slug, &def).status, 201);
     }
@@ -169,7 +182,9 @@ fn total(server: &Server, meter: &str) -> std::collections::BTreeMap<String, i12
 }
 
 fn one(customer: &str, value: u64) -> std::collections::BTreeMap<String, i128> {
-    [(customer.to_owned(), i128::from(value))].into_iter().collect()
+    [(customer.to_owned(), i128::from(value))]
+        .into_iter()
+        .collect()
 }
 
 #[test]
@@ -235,7 +250,9 @@ http {{
     for (i, n) in sizes.iter().enumerate() {
         let seen = fetch(
             port,
-            &format!("GET /size/{n}?i={i} HTTP/1.0\r\nHost: shop.example\r\nUser-Agent: it\r\n\r\n"),
+            &format!(
+                "GET /size/{n}?i={i} HTTP/1.0\r\nHost: shop.example\r\nUser-Agent: it\r\n\r\n"
+            ),
         );
         assert_eq!(seen.body, *n);
         seen_total += seen.total;
@@ -249,13 +266,35 @@ http {{
 
     let log_text = log.to_str().unwrap();
     let data_text = data.to_str().unwrap();
-    let out = run(&["import", "--quiet", "--format", "nginx", "--data-dir", data_text, log_text]);
+    let out = run(&[
+        "import",
+        "--quiet",
+        "--format",
+        "nginx",
+        "--data-dir",
+        data_text,
+        log_text,
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("accepted {}", sizes.len())), "{stdout}");
-    assert!(stdout.contains(&format!("line {}:", sizes.len() + 1)), "{stdout}");
+    assert!(
+        stdout.contains(&format!("accepted {}", sizes.len())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("line {}:", sizes.len() + 1)),
+        "{stdout}"
+    );
     // Importing the same log again adds nothing.
-    let again = run(&["import", "--quiet", "--format", "nginx", "--data-dir", data_text, log_text]);
+    let again = run(&[
+        "import",
+        "--quiet",
+        "--format",
+        "nginx",
+        "--data-dir",
+        data_text,
+        log_text,
+    ]);
     let again_out = String::from_utf8_lossy(&again.stdout);
     assert!(
         again_out.contains(&format!("accepted 0, duplicates {}", sizes.len())),
@@ -264,7 +303,10 @@ http {{
     );
 
     let server = Server::start(&data, &[]);
-    assert_eq!(total(&server, "requests"), one("cus_local", sizes.len() as u64));
+    assert_eq!(
+        total(&server, "requests"),
+        one("cus_local", sizes.len() as u64)
+    );
     assert_eq!(total(&server, "bytes-out"), one("cus_local", seen_total));
     assert_eq!(total(&server, "body-bytes"), one("cus_local", seen_body));
 }
@@ -287,7 +329,11 @@ fn squid_forward_proxy_log_tailed_to_the_server_counts_exactly_once() {
     }
     {
         use std::os::unix::fs::PermissionsExt;
-        for p in [root.clone(), root.join("access.log"), root.join("cache.log")] {
+        for p in [
+            root.clone(),
+            root.join("access.log"),
+            root.join("cache.log"),
+        ] {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
         }
     }
@@ -320,7 +366,19 @@ logfile_rotate 0
             .spawn()
             .unwrap(),
     );
-    wait_for_port(port, "squid", &root.join("cache.log"));
+    // Squid logs even a connection that sends no request; wait for its own word, not a probe.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(root.join("cache.log"))
+        .unwrap_or_default()
+        .contains("Accepting HTTP Socket connections")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "squid did not start: {}",
+            std::fs::read_to_string(root.join("cache.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let sizes = [10u64, 2048, 70_000, 1, 0, 333];
     let mut seen_total = 0;
@@ -337,7 +395,14 @@ logfile_rotate 0
 
     let tail = |expect: &str| {
         let out = tollgate()
-            .args(["tail", "--once", "--format", "squid", "--server", server.base()])
+            .args([
+                "tail",
+                "--once",
+                "--format",
+                "squid",
+                "--server",
+                server.base(),
+            ])
             .args(["--key", ADMIN_KEY, "--data-dir"])
             .arg(dir.join("tail-state"))
             .arg(&log)
@@ -353,6 +418,9 @@ logfile_rotate 0
     let second = tail("");
     assert!(!second.contains("sent"), "{second}");
 
-    assert_eq!(total(&server, "requests"), one("cus_local", sizes.len() as u64));
+    assert_eq!(
+        total(&server, "requests"),
+        one("cus_local", sizes.len() as u64)
+    );
     assert_eq!(total(&server, "bytes-out"), one("cus_local", seen_total));
 }

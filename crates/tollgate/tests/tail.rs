@@ -42,21 +42,29 @@ fn clf_time(ms: i64) -> String {
 }
 
 struct Log {
-    time: String,
+    start_ms: i64,
     bytes_written: u64,
     lines_written: u64,
+    last: String,
+    last_bytes: u64,
 }
 
 impl Log {
+    /// A new line, one second after the previous one.
     fn line(&mut self, bytes: u64) -> String {
+        let time = clf_time(self.start_ms + 1000 * self.lines_written as i64);
+        self.last = format!("127.0.0.1 - - [{time}] \"GET /x HTTP/1.1\" 200 {bytes} \"-\" \"t\"\n");
+        self.last_bytes = bytes;
         self.bytes_written += bytes;
         self.lines_written += 1;
-        // Same second, same client, same request: only the size tells lines apart, and two
-        // lines of the same size are identical (both must count).
-        format!(
-            "127.0.0.1 - - [{}] \"GET /x HTTP/1.1\" 200 {bytes} \"-\" \"t\"\n",
-            self.time
-        )
+        self.last.clone()
+    }
+
+    /// The previous line again, identical (same second, client, request, size): both count.
+    fn again(&mut self) -> String {
+        self.bytes_written += self.last_bytes;
+        self.lines_written += 1;
+        self.last.clone()
     }
 }
 
@@ -90,7 +98,10 @@ fn wait_for(server: &Server, log: &Log, what: &str) {
             assert_eq!(totals(server), want, "{what}: counted twice");
             return;
         }
-        assert!(Instant::now() < deadline, "{what}: got {got:?}, want {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: got {got:?}, want {want:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -98,7 +109,15 @@ fn wait_for(server: &Server, log: &Log, what: &str) {
 fn start_tail(server: &Server, state: &Path, log: &Path, stderr: &Path) -> Proc {
     Proc(
         tollgate()
-            .args(["tail", "--format", "nginx", "--poll", "50ms", "--server", server.base()])
+            .args([
+                "tail",
+                "--format",
+                "nginx",
+                "--poll",
+                "50ms",
+                "--server",
+                server.base(),
+            ])
             .args(["--key", ADMIN_KEY, "--data-dir"])
             .arg(state)
             .arg(log)
@@ -120,15 +139,23 @@ fn tail_follows_rotation_and_restarts_without_counting_twice() {
         Some("application/json"),
         Some(reqwest::blocking::Body::from(
             json!({"customer": "cus_local", "cidr": "127.0.0.0/8",
-                   "valid_from": rfc3339(now_ms() - DAY_MS)})
+                   "valid_from": rfc3339(floor_minute(now_ms()) - DAY_MS)})
             .to_string(),
         )),
     );
     assert_eq!(created.status, 201, "{}", created.body);
-    assert_eq!(server.put_meter("requests", &json!({"aggregation": "count"})).status, 201);
     assert_eq!(
         server
-            .put_meter("bytes-out", &json!({"aggregation": "sum", "value_path": "$.data.bytes_out"}))
+            .put_meter("requests", &json!({"aggregation": "count"}))
+            .status,
+        201
+    );
+    assert_eq!(
+        server
+            .put_meter(
+                "bytes-out",
+                &json!({"aggregation": "sum", "value_path": "$.data.bytes_out"})
+            )
             .status,
         201
     );
@@ -136,16 +163,17 @@ fn tail_follows_rotation_and_restarts_without_counting_twice() {
     let rotated = dir.join("access.log.1");
     let state = dir.join("tail-state");
     let mut log = Log {
-        time: clf_time(now_ms() - MINUTE_MS),
+        start_ms: floor_minute(now_ms()) - 10 * MINUTE_MS,
         bytes_written: 0,
         lines_written: 0,
+        last: String::new(),
+        last_bytes: 0,
     };
 
     // Identical lines at different positions both count; a bad line is reported.
-    let mut text = String::new();
-    for b in [100, 100, 250] {
-        text.push_str(&log.line(b));
-    }
+    let mut text = log.line(100);
+    text.push_str(&log.again());
+    text.push_str(&log.line(250));
     text.push_str("garbage that nginx never wrote\n");
     text.push_str(&log.line(7));
     append(&path, &text);
@@ -159,10 +187,9 @@ fn tail_follows_rotation_and_restarts_without_counting_twice() {
     std::fs::rename(&path, &rotated).unwrap();
     let late = log.line(11);
     append(&rotated, &late);
-    let mut fresh = String::new();
-    for b in [100, 100, 31] {
-        fresh.push_str(&log.line(b));
-    }
+    let mut fresh = log.line(100);
+    fresh.push_str(&log.again());
+    fresh.push_str(&log.line(31));
     append(&path, &fresh);
     let later = log.line(13);
     append(&rotated, &later);
@@ -207,7 +234,14 @@ fn tail_follows_rotation_and_restarts_without_counting_twice() {
     // Reading both files again from scratch (no position) adds nothing.
     for f in [&rotated, &path] {
         let out = tollgate()
-            .args(["tail", "--once", "--format", "nginx", "--server", server.base()])
+            .args([
+                "tail",
+                "--once",
+                "--format",
+                "nginx",
+                "--server",
+                server.base(),
+            ])
             .args(["--key", ADMIN_KEY, "--data-dir"])
             .arg(dir.join("fresh-state"))
             .arg(f)

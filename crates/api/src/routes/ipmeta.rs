@@ -301,11 +301,7 @@ pub(crate) async fn reload_enrichment(
     let st = state.clone();
     let databases = blocking(move || {
         st.ip.geo.reload().map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "enrichment_unreadable",
-                e,
-            )
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "enrichment_unreadable", e)
         })
     })
     .await?;

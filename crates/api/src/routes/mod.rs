@@ -2,8 +2,8 @@
 
 pub(crate) mod customers;
 pub(crate) mod events;
-pub(crate) mod ipmeta;
 pub mod invoices;
+pub(crate) mod ipmeta;
 pub(crate) mod keys;
 pub(crate) mod meters;
 pub(crate) mod ops;

@@ -25,7 +25,9 @@
 //!   line and the offsets). Two identical lines at different offsets, or in different files
 //!   (which begin with different first lines), get different ids and both count. The content
 //!   alone would not do (two identical requests in one second write identical lines), nor the
-//!   offset alone (a truncated file reuses offsets).
+//!   offset alone (a truncated file reuses offsets). The one case this cannot tell apart: two
+//!   files that begin with the very same line (same second, client, request and sizes) are
+//!   taken for one file, and their lines at equal offsets with equal text count once.
 //! - Numbers keep their exact text (`$request_time` `0.003` stays `0.003`).
 
 mod error;
@@ -246,8 +248,12 @@ fn parse_nginx(line: &str) -> Result<AccessRecord, AccessLogError> {
             f.len()
         )));
     }
-    let time = jiff::Timestamp::strptime("%d/%b/%Y:%H:%M:%S %z", &f[3])
-        .map_err(|_| malformed(format!("time `{}` is not [dd/Mon/yyyy:HH:MM:SS +zzzz]", quote(&f[3]))))?;
+    let time = jiff::Timestamp::strptime("%d/%b/%Y:%H:%M:%S %z", &f[3]).map_err(|_| {
+        malformed(format!(
+            "time `{}` is not [dd/Mon/yyyy:HH:MM:SS +zzzz]",
+            quote(&f[3])
+        ))
+    })?;
     let mut data = Map::new();
     data.insert("client_ip".into(), client_ip(&f[0])?);
     let mut request = f[4].splitn(3, ' ');

@@ -29,11 +29,9 @@ fn nginx_extended() {
     assert_eq!(r.data["dest_host"], "api.example.com");
     assert_eq!(r.data["user_agent"], "ua \"quoted\"");
     let event = r.to_event(LogFormat::Nginx, "al-1");
-    let parsed = crate::event::Event::parse(
-        &event.replacen('{', "{\"subject\":\"s\",", 1),
-        UnixMs(0),
-    )
-    .unwrap();
+    let parsed =
+        crate::event::Event::parse(&event.replacen('{', "{\"subject\":\"s\",", 1), UnixMs(0))
+            .unwrap();
     assert_eq!(parsed.source.as_str(), "tollgate/accesslog/nginx");
     assert!(event.contains("\"request_time\":0.003"));
 }
@@ -59,12 +57,30 @@ fn squid_native() {
 fn bad_lines_are_typed() {
     for (format, line) in [
         (LogFormat::Nginx, "garbage"),
-        (LogFormat::Nginx, r#"1.2.3.4 - - [nope] "GET / HTTP/1.1" 200 1 "-" "-""#),
-        (LogFormat::Nginx, r#"1.2.3.4 - - [30/Nov/2026:15:50:55 +0000] "GET / HTTP/1.1" 2x0 1 "-" "-""#),
-        (LogFormat::Nginx, r#"1.2.3.4 - - [30/Nov/2026:15:50:55 +0000] "GET / HTTP/1.1 200 1 "-" "-"#),
-        (LogFormat::Squid, "1764517855.123 1 1.2.3.4 TCP_MISS 1 GET http://x/ - HIER_NONE/- -"),
-        (LogFormat::Squid, "soon 1 1.2.3.4 TCP_MISS/200 1 GET http://x/ - HIER_NONE/- -"),
-        (LogFormat::Squid, "1764517855.123 1 notanip TCP_MISS/200 1 GET http://x/ - HIER_NONE/- -"),
+        (
+            LogFormat::Nginx,
+            r#"1.2.3.4 - - [nope] "GET / HTTP/1.1" 200 1 "-" "-""#,
+        ),
+        (
+            LogFormat::Nginx,
+            r#"1.2.3.4 - - [30/Nov/2026:15:50:55 +0000] "GET / HTTP/1.1" 2x0 1 "-" "-""#,
+        ),
+        (
+            LogFormat::Nginx,
+            r#"1.2.3.4 - - [30/Nov/2026:15:50:55 +0000] "GET / HTTP/1.1 200 1 "-" "-"#,
+        ),
+        (
+            LogFormat::Squid,
+            "1764517855.123 1 1.2.3.4 TCP_MISS 1 GET http://x/ - HIER_NONE/- -",
+        ),
+        (
+            LogFormat::Squid,
+            "soon 1 1.2.3.4 TCP_MISS/200 1 GET http://x/ - HIER_NONE/- -",
+        ),
+        (
+            LogFormat::Squid,
+            "1764517855.123 1 notanip TCP_MISS/200 1 GET http://x/ - HIER_NONE/- -",
+        ),
     ] {
         let e = parse_line(format, line).unwrap_err();
         assert_eq!(e.code(), "unparsable_line", "{line}");

@@ -39,9 +39,8 @@ pub fn parse_ip(text: &str) -> Result<IpAddr, IpMetaError> {
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))
         .unwrap_or(trimmed);
-    bare.parse::<IpAddr>().map_err(|_| IpMetaError::InvalidIp {
-        found: quote(text),
-    })
+    bare.parse::<IpAddr>()
+        .map_err(|_| IpMetaError::InvalidIp { found: quote(text) })
 }
 
 /// The address an IPv4-mapped IPv6 address stands for; other addresses unchanged.

@@ -1,5 +1,5 @@
 use super::attribution::{
-    ATTRIBUTION_EXTENSION, AttributionSource, AttributionSources, Attributed, UNATTRIBUTED_SUBJECT,
+    ATTRIBUTION_EXTENSION, Attributed, AttributionSource, AttributionSources, UNATTRIBUTED_SUBJECT,
     attribute_body, attribute_event,
 };
 use super::*;
@@ -22,9 +22,20 @@ fn ip(text: &str) -> IpAddr {
 fn cidr_parsing_is_strict() {
     assert_eq!(Cidr::parse("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
     assert_eq!(Cidr::parse("2001:db8::/32").unwrap().prefix_len(), 32);
-    assert_eq!(Cidr::parse("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
+    assert_eq!(
+        Cidr::parse("192.0.2.7").unwrap().to_string(),
+        "192.0.2.7/32"
+    );
     assert_eq!(Cidr::parse("0.0.0.0/0").unwrap().prefix_len(), 0);
-    for bad in ["10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/x", "nope/8", "::/129", ""] {
+    for bad in [
+        "10.0.0.1/8",
+        "10.0.0.0/33",
+        "10.0.0.0/",
+        "10.0.0.0/x",
+        "nope/8",
+        "::/129",
+        "",
+    ] {
         let e = Cidr::parse(bad).unwrap_err();
         assert_eq!(e.code(), "invalid_cidr", "{bad}");
     }
@@ -78,7 +89,9 @@ fn overlapping_allocations_of_one_prefix_are_refused() {
         .insert(alloc("b", "y", "10.1.0.0/16", 150, None))
         .unwrap_err();
     assert_eq!(e.code(), "allocation_overlap");
-    let e = t.insert(alloc("c", "y", "10.1.0.0/16", 0, Some(101))).unwrap_err();
+    let e = t
+        .insert(alloc("c", "y", "10.1.0.0/16", 0, Some(101)))
+        .unwrap_err();
     assert_eq!(e.code(), "allocation_overlap");
     // Touching intervals do not overlap; nested prefixes may overlap in time.
     t.insert(alloc("d", "y", "10.1.0.0/16", 200, None)).unwrap();
@@ -122,9 +135,15 @@ fn attribution_rewrites_only_configured_events_without_subject() {
     assert!(text.contains("12345678901234567890"));
 
     let with_subject = raw.replace(r#""id":"1","#, r#""id":"1","subject":"cus_z","#);
-    assert_eq!(attribute_event(&with_subject, &s, &t, now), Attributed::Unchanged);
+    assert_eq!(
+        attribute_event(&with_subject, &s, &t, now),
+        Attributed::Unchanged
+    );
     let other_source = raw.replace("/edge", "/other");
-    assert_eq!(attribute_event(&other_source, &s, &t, now), Attributed::Unchanged);
+    assert_eq!(
+        attribute_event(&other_source, &s, &t, now),
+        Attributed::Unchanged
+    );
 
     let unowned = raw.replace("192.0.2.9", "198.51.100.1");
     let Attributed::Rewritten { subject, text } = attribute_event(&unowned, &s, &t, now) else {
@@ -171,7 +190,10 @@ fn attribute_body_keeps_indexes_and_untouched_events() {
     assert_eq!(tally.attributed, 1);
     assert_eq!(out.len(), 2);
     assert_eq!(out[1].0, spans[1].0);
-    assert_eq!(&body[out[1].1.clone()], "{\"source\":\"/x\",\"subject\":\"s\"}");
+    assert_eq!(
+        &body[out[1].1.clone()],
+        "{\"source\":\"/x\",\"subject\":\"s\"}"
+    );
     assert!(body[out[0].1.clone()].contains("cus_a"));
     let empty = AttributionSources::default();
     assert!(attribute_body(text, &spans, &empty, &t, UnixMs(0)).is_none());
