@@ -32,8 +32,14 @@ impl Rng {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let ranges: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let lookups: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20_000_000);
+    let ranges: usize = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let lookups: usize = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000_000);
     let mut rng = Rng(42);
     let started = Instant::now();
     let mut table = AllocationTable::new();
@@ -50,9 +56,13 @@ fn main() {
             _ => 24,
         } as u8;
         let bits = (r >> 32) as u32;
-        let net = if len == 0 { 0 } else { bits & (u32::MAX << (32 - u32::from(len))) };
+        let net = if len == 0 {
+            0
+        } else {
+            bits & (u32::MAX << (32 - u32::from(len)))
+        };
         let cidr = Cidr::parse(&format!("{}/{len}", Ipv4Addr::from(net))).unwrap();
-        let split = r % 2 == 0;
+        let split = r.is_multiple_of(2);
         let a = Allocation {
             id: AllocationId::new(format!("alc_{n}")),
             customer: format!("cus_{}", n % 50_000),
@@ -94,12 +104,15 @@ fn main() {
     let queries: Vec<(IpAddr, UnixMs)> = (0..1_000_000)
         .map(|_| {
             let r = rng.next();
-            let addr = if r % 5 == 0 {
+            let addr = if r.is_multiple_of(5) {
                 (r >> 32) as u32
             } else {
                 v4[(r as usize >> 8) % v4.len()] | ((r >> 40) as u32 & 0xff)
             };
-            (IpAddr::V4(Ipv4Addr::from(addr)), UnixMs((r % 2_000_000) as i64))
+            (
+                IpAddr::V4(Ipv4Addr::from(addr)),
+                UnixMs((r % 2_000_000) as i64),
+            )
         })
         .collect();
     let started = Instant::now();

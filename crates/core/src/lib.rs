@@ -10,6 +10,7 @@ pub mod accesslog;
 pub mod billing;
 pub mod dedup;
 pub mod event;
+pub mod inspect;
 pub mod invoice;
 pub mod ipmeta;
 pub mod ledger;

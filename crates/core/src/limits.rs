@@ -48,3 +48,7 @@ pub const IP_ALLOCATIONS_MAX: usize = 4_000_000;
 pub const ATTRIBUTION_SOURCES_MAX: usize = 1_000;
 /// Longest proxy access-log line (bytes); a longer one is reported with its line number.
 pub const ACCESS_LOG_LINE_BYTES_MAX: usize = 16 * 1024;
+/// Most rules in one inspection rule set (the decision benchmark loads 100k).
+pub const INSPECT_RULES_MAX: usize = 1_000_000;
+/// Longest rule id, host or category name (bytes).
+pub const INSPECT_TEXT_BYTES_MAX: usize = 253;

@@ -122,20 +122,25 @@ fn parse_rows(rows: Vec<AllocationRow>) -> Result<Vec<Allocation>, IpMetaStoreEr
         .collect()
 }
 
+/// What changed, for the audit log.
+struct Change<'a> {
+    kind: &'a str,
+    object: &'a str,
+    action: &'a str,
+    before: Option<String>,
+    after: Option<String>,
+}
+
 fn audit(
     tx: &rusqlite::Transaction<'_>,
     now: UnixMs,
     actor: &str,
-    kind: &str,
-    object: &str,
-    action: &str,
-    before: Option<String>,
-    after: Option<String>,
+    c: Change<'_>,
 ) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO audit_log (at_ms, actor, kind, object, action, before, after)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![now.0, actor, kind, object, action, before, after],
+        params![now.0, actor, c.kind, c.object, c.action, c.before, c.after],
     )?;
     Ok(())
 }
@@ -199,11 +204,13 @@ impl IpMetaStore {
             &tx,
             now,
             actor,
-            "ip_allocation",
-            allocation.id.as_str(),
-            "create",
-            None,
-            json(&allocation),
+            Change {
+                kind: "ip_allocation",
+                object: allocation.id.as_str(),
+                action: "create",
+                before: None,
+                after: json(&allocation),
+            },
         )?;
         tx.commit()?;
         Ok(allocation)
@@ -239,11 +246,13 @@ impl IpMetaStore {
             &tx,
             now,
             actor,
-            "ip_allocation",
-            "*",
-            "bulk_create",
-            None,
-            Some(items.len().to_string()),
+            Change {
+                kind: "ip_allocation",
+                object: "*",
+                action: "bulk_create",
+                before: None,
+                after: Some(items.len().to_string()),
+            },
         )?;
         tx.commit()?;
         Ok(items.len())
@@ -286,11 +295,13 @@ impl IpMetaStore {
             &tx,
             now,
             actor,
-            "ip_allocation",
-            id,
-            "close",
-            json(&before),
-            json(&after),
+            Change {
+                kind: "ip_allocation",
+                object: id,
+                action: "close",
+                before: json(&before),
+                after: json(&after),
+            },
         )?;
         tx.commit()?;
         Ok(after)
@@ -345,13 +356,15 @@ impl IpMetaStore {
             &tx,
             now,
             actor,
-            "attribution_source",
-            &source.source,
-            "put",
-            before.map(|f| {
-                serde_json::json!({"source": source.source, "address_field": f}).to_string()
-            }),
-            json(source),
+            Change {
+                kind: "attribution_source",
+                object: &source.source,
+                action: "put",
+                before: before.map(|f| {
+                    serde_json::json!({"source": source.source, "address_field": f}).to_string()
+                }),
+                after: json(source),
+            },
         )?;
         tx.commit()?;
         Ok(())
@@ -384,11 +397,15 @@ impl IpMetaStore {
             &tx,
             now,
             actor,
-            "attribution_source",
-            source,
-            "delete",
-            Some(serde_json::json!({"source": source, "address_field": field}).to_string()),
-            None,
+            Change {
+                kind: "attribution_source",
+                object: source,
+                action: "delete",
+                before: Some(
+                    serde_json::json!({"source": source, "address_field": field}).to_string(),
+                ),
+                after: None,
+            },
         )?;
         tx.commit()?;
         Ok(true)
@@ -421,11 +438,13 @@ impl IpMetaStore {
             &tx,
             record.at,
             &record.actor,
-            &record.kind,
-            &record.object,
-            &record.action,
-            record.before.as_ref().map(|v| v.to_string()),
-            record.after.as_ref().map(|v| v.to_string()),
+            Change {
+                kind: &record.kind,
+                object: &record.object,
+                action: &record.action,
+                before: record.before.as_ref().map(|v| v.to_string()),
+                after: record.after.as_ref().map(|v| v.to_string()),
+            },
         )?;
         tx.commit()?;
         Ok(())

@@ -34,7 +34,7 @@ fn clf_time(ms: i64) -> String {
     let secs = ms.rem_euclid(DAY_MS) / 1000;
     format!(
         "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(m - 1) as usize],
+        MONTHS[usize::try_from(m - 1).unwrap()],
         secs / 3600,
         secs / 60 % 60,
         secs % 60

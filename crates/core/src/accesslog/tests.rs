@@ -1,3 +1,7 @@
+//! Tests of `accesslog`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use super::*;
 
 const COMBINED: &str = r#"192.0.2.7 - - [30/Nov/2026:15:50:55 +0100] "GET /a/b?c=1 HTTP/1.1" 200 612 "-" "curl/8.5.0""#;

@@ -190,6 +190,9 @@ pub fn attribute_event(
     }
 }
 
+/// Event spans of a body: (the caller's index, byte range).
+pub type Spans = Vec<(usize, Range<usize>)>;
+
 /// Totals of one body's attribution.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AttributionTally {
@@ -208,7 +211,7 @@ pub fn attribute_body(
     sources: &AttributionSources,
     table: &AllocationTable,
     received: UnixMs,
-) -> Option<(String, Vec<(usize, Range<usize>)>, AttributionTally)> {
+) -> Option<(String, Spans, AttributionTally)> {
     if sources.is_empty() {
         return None;
     }

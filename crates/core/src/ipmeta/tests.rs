@@ -1,3 +1,7 @@
+//! Tests of `ipmeta`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use super::attribution::{
     ATTRIBUTION_EXTENSION, Attributed, AttributionSource, AttributionSources, UNATTRIBUTED_SUBJECT,
     attribute_body, attribute_event,
