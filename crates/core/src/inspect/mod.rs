@@ -184,6 +184,27 @@ impl Inspector {
                     .push(name.clone());
             }
         }
+        // Within one list every rule has the same host rank, so the first rule that matches in
+        // order of the rest of the precedence is the list's best: sort once, stop at the first.
+        let key = |i: &usize| {
+            let r = &set.rules[*i];
+            let extra = u8::from(r.country.is_some()) + u8::from(r.asn.is_some());
+            std::cmp::Reverse((
+                r.path_prefix.as_ref().map_or(0, String::len),
+                extra,
+                r.action,
+                std::cmp::Reverse(*i),
+            ))
+        };
+        for list in ins
+            .exact
+            .values_mut()
+            .chain(ins.suffix.values_mut())
+            .chain(ins.by_category.values_mut())
+            .chain(std::iter::once(&mut ins.hostless))
+        {
+            list.sort_by_key(key);
+        }
         ins.set = set;
         Ok(ins)
     }
@@ -205,36 +226,32 @@ impl Inspector {
             req.dest_host
         };
         let mut best: Option<(Rank, usize)> = None;
-        let consider = |i: usize, host_rank: u32, best: &mut Option<(Rank, usize)>| {
-            let rule = &self.set.rules[i];
-            if let Some(rank) = self.rank(rule, i, host_rank, req)
-                && best.as_ref().is_none_or(|(b, _)| rank > *b)
-            {
-                *best = Some((rank, i));
+        // Lists are sorted best first (see `compile`): the first match of a list is its best.
+        let consider = |list: &[usize], host_rank: u32, best: &mut Option<(Rank, usize)>| {
+            for &i in list {
+                if let Some(rank) = self.rank(&self.set.rules[i], i, host_rank, req) {
+                    if best.as_ref().is_none_or(|(b, _)| rank > *b) {
+                        *best = Some((rank, i));
+                    }
+                    return;
+                }
             }
         };
         if let Some(rules) = self.exact.get(host) {
-            for &i in rules {
-                consider(i, u32::MAX, &mut best);
-            }
+            consider(rules, u32::MAX, &mut best);
         }
         // Suffixes: the host itself and each parent domain; more labels = more specific.
         let mut labels = host.split('.').count();
         let mut rest = host;
         loop {
             if let Some(rules) = self.suffix.get(rest) {
-                for &i in rules {
-                    consider(
-                        i,
-                        1000 + u32::try_from(labels).unwrap_or(u32::MAX - 1001),
-                        &mut best,
-                    );
-                }
+                let rank = 1000 + u32::try_from(labels).unwrap_or(u32::MAX - 1001);
+                consider(rules, rank, &mut best);
             }
             if let Some(categories) = self.category_hosts.get(rest) {
                 for c in categories {
-                    for &i in self.by_category.get(c).map(Vec::as_slice).unwrap_or(&[]) {
-                        consider(i, 1, &mut best);
+                    if let Some(rules) = self.by_category.get(c) {
+                        consider(rules, 1, &mut best);
                     }
                 }
             }
@@ -246,9 +263,7 @@ impl Inspector {
                 _ => break,
             }
         }
-        for &i in &self.hostless {
-            consider(i, 0, &mut best);
-        }
+        consider(&self.hostless, 0, &mut best);
         match best {
             None => Decision {
                 action: Action::Allow,
