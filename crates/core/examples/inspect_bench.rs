@@ -55,9 +55,9 @@ fn main() {
         rules.push(Rule {
             id: format!("r{i}"),
             host,
-            path_prefix: (r % 97 == 0).then(|| "/admin".to_owned()),
-            country: (r % 89 == 0).then(|| "DE".to_owned()),
-            asn: (r % 83 == 0).then_some(64500),
+            path_prefix: r.is_multiple_of(97).then(|| "/admin".to_owned()),
+            country: r.is_multiple_of(89).then(|| "DE".to_owned()),
+            asn: r.is_multiple_of(83).then_some(64500),
             action: actions[(r >> 8) as usize % 3],
             category: None,
         });
