@@ -245,6 +245,37 @@ struct Slot {
     index: u32,
 }
 
+/// The intervals of one prefix. Almost every prefix has one, kept inline so a lookup does not
+/// follow a second pointer (a cache miss per lookup on a large table).
+#[derive(Clone, Debug, Default)]
+enum Slots {
+    #[default]
+    Empty,
+    One(Slot),
+    Many(Vec<Slot>),
+}
+
+impl Slots {
+    fn as_slice(&self) -> &[Slot] {
+        match self {
+            Slots::Empty => &[],
+            Slots::One(s) => std::slice::from_ref(s),
+            Slots::Many(v) => v,
+        }
+    }
+
+    /// Adds a slot, keeping them sorted by start.
+    fn insert(&mut self, slot: Slot) {
+        let mut all = self.as_slice().to_vec();
+        let at = all.partition_point(|s| s.from_ms < slot.from_ms);
+        all.insert(at, slot);
+        *self = match all.as_slice() {
+            [one] => Slots::One(*one),
+            _ => Slots::Many(all),
+        };
+    }
+}
+
 /// Allocations indexed for longest-prefix match at an instant.
 ///
 /// Each prefix holds its validity intervals (sorted by start, never overlapping); a lookup
@@ -252,8 +283,8 @@ struct Slot {
 /// prefixes only when the longest has no allocation valid at that instant.
 #[derive(Clone, Default)]
 pub struct AllocationTable {
-    v4: PrefixMap<(u32, u8), Vec<Slot>>,
-    v6: PrefixMap<(u128, u8), Vec<Slot>>,
+    v4: PrefixMap<(u32, u8), Slots>,
+    v6: PrefixMap<(u128, u8), Slots>,
     allocations: Vec<Allocation>,
 }
 
@@ -307,7 +338,7 @@ impl AllocationTable {
             IpAddr::V4(a) => self.v4.get(&(u32::from(a), allocation.cidr.len)),
             IpAddr::V6(a) => self.v6.get(&(u128::from(a), allocation.cidr.len)),
         };
-        for slot in slots.into_iter().flatten() {
+        for slot in slots.map(Slots::as_slice).unwrap_or(&[]) {
             let existing = &self.allocations[slot.index as usize];
             if existing.id != allocation.id && existing.overlaps(allocation) {
                 return Err(IpMetaError::Overlap {
@@ -341,8 +372,7 @@ impl AllocationTable {
                 .entry((u128::from(a), allocation.cidr.len))
                 .or_default(),
         };
-        let at = slots.partition_point(|s| s.from_ms < slot.from_ms);
-        slots.insert(at, slot);
+        slots.insert(slot);
         self.allocations.push(allocation);
         Ok(())
     }
@@ -366,22 +396,22 @@ fn valid_slot(slots: &[Slot], at_ms: i64) -> Option<u32> {
     (at_ms < slot.to_ms).then_some(slot.index)
 }
 
-fn lookup_in<R>(map: &PrefixMap<(R, u8), Vec<Slot>>, host: (R, u8), at_ms: i64) -> Option<u32>
+fn lookup_in<R>(map: &PrefixMap<(R, u8), Slots>, host: (R, u8), at_ms: i64) -> Option<u32>
 where
     (R, u8): prefix_trie::Prefix,
 {
     // Fast path: the longest matching prefix usually has the answer.
     let (_, slots) = map.get_lpm(&host)?;
-    if let Some(index) = valid_slot(slots, at_ms) {
+    if let Some(index) = valid_slot(slots.as_slice(), at_ms) {
         return Some(index);
     }
     // The longest prefix was not allocated at that instant: try the shorter ones, longest
     // first (`cover` yields from the shortest).
-    let covering: Vec<&Vec<Slot>> = map.cover(&host).map(|(_, slots)| slots).collect();
+    let covering: Vec<&Slots> = map.cover(&host).map(|(_, slots)| slots).collect();
     covering
         .into_iter()
         .rev()
-        .find_map(|slots| valid_slot(slots, at_ms))
+        .find_map(|slots| valid_slot(slots.as_slice(), at_ms))
 }
 
 /// Convenience for tests and callers holding text: IPv4 from octets.
