@@ -152,6 +152,8 @@ fn ci(root: &Path) -> anyhow::Result<()> {
             shared.display()
         );
     }
+    // Proxy access-log tests run the real nginx and Squid.
+    install_proxies()?;
     run(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
     run(Command::new("cargo").args([
         "clippy",
@@ -172,6 +174,30 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     test.env("TOLLGATE_PYTHON", &python);
     run(&mut test)?;
     println!("ci: all checks passed");
+    Ok(())
+}
+
+/// Installs Debian's `nginx` and `squid` with apt-get when either is missing (the proxy-log
+/// tests run them on 127.0.0.1 ports as the current user; they are never started as services).
+fn install_proxies() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [("nginx", "/usr/sbin/nginx"), ("squid", "/usr/sbin/squid")]
+        .into_iter()
+        .filter(|(_, path)| !Path::new(path).exists())
+        .map(|(pkg, _)| pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing {} with apt-get", missing.join(" "));
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    // The packages' maintainer scripts may start system services; the tests need none of them.
+    for service in &missing {
+        let _ = Command::new("service").args([*service, "stop"]).status();
+    }
     Ok(())
 }
 

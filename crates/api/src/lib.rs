@@ -48,6 +48,8 @@ pub struct AppState {
     pub checker: tollgate_store::billing::entitlements::Checker,
     /// Webhook endpoints, the outbox, deliveries and their log.
     pub webhooks: WebhookStore,
+    /// IP allocations, attribution sources, enrichment.
+    pub ip: tollgate_store::ipmeta::IpMeta,
 }
 
 /// Shared state handle.
@@ -188,6 +190,27 @@ pub fn router(state: State) -> Router {
             "/v1/webhook_messages/{id}/replay",
             post(routes::webhooks::replay),
         )
+        // IP metadata and the audit log.
+        .route(
+            "/v1/ip/allocations",
+            get(routes::ipmeta::list_allocations).post(routes::ipmeta::create_allocation),
+        )
+        .route(
+            "/v1/ip/allocations/{id}",
+            delete(routes::ipmeta::close_allocation),
+        )
+        .route(
+            "/v1/ip/attribution_sources",
+            get(routes::ipmeta::list_sources)
+                .post(routes::ipmeta::put_source)
+                .delete(routes::ipmeta::delete_source),
+        )
+        .route(
+            "/v1/ip/enrichment/reload",
+            post(routes::ipmeta::reload_enrichment),
+        )
+        .route("/v1/ip/{addr}", get(routes::ipmeta::lookup))
+        .route("/v1/audit", get(routes::ipmeta::audit))
         .route("/v1/openapi.json", get(routes::ops::openapi))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))

@@ -5,14 +5,18 @@
 //! no clock reads: time comes in as a [`time::UnixMs`] argument, storage stays outside. Modules
 //! appear in pipeline order: [`event`] → [`dedup`] → [`meter`] → [`usage`] → [`money`] →
 //! [`pricing`] → [`billing`] → [`invoice`] → [`ledger`] → [`entitlement`] ([`sessions`]) →
-//! [`alert`] → [`webhook`].
+//! [`alert`] → [`webhook`]; [`ipmeta`] says who held an address, [`accesslog`] reads proxy
+//! logs, [`inspect`] decides on destinations.
 
+pub mod accesslog;
 pub mod alert;
 pub mod billing;
 pub mod dedup;
 pub mod entitlement;
 pub mod event;
+pub mod inspect;
 pub mod invoice;
+pub mod ipmeta;
 pub mod ledger;
 pub mod limits;
 pub mod meter;

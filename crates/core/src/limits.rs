@@ -84,3 +84,13 @@ pub const WEBHOOK_ENDPOINT_CONCURRENCY_MAX: usize = 4;
 pub const WEBHOOK_DISABLE_AFTER_FAILURES_MAX: u32 = 10_000;
 /// Longest backoff delay between two attempts that may be configured (ms): one day.
 pub const WEBHOOK_BACKOFF_MS_MAX: i64 = 24 * 3600 * 1000;
+/// Most IP allocations in one store (the lookup benchmark loads 1M).
+pub const IP_ALLOCATIONS_MAX: usize = 4_000_000;
+/// Most attribution sources (CloudEvents `source` values read by address).
+pub const ATTRIBUTION_SOURCES_MAX: usize = 1_000;
+/// Longest proxy access-log line (bytes); a longer one is reported with its line number.
+pub const ACCESS_LOG_LINE_BYTES_MAX: usize = 16 * 1024;
+/// Most rules in one inspection rule set (the decision benchmark loads 100k).
+pub const INSPECT_RULES_MAX: usize = 1_000_000;
+/// Longest rule id, host or category name (bytes).
+pub const INSPECT_TEXT_BYTES_MAX: usize = 253;

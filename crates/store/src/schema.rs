@@ -163,6 +163,41 @@ const MIGRATIONS: &[&str] = &[
         error TEXT
      ) STRICT;
      CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id, seq);",
+    // 5: IP metadata and traffic inspection. Allocations keep their history (closing one sets
+    // valid_to); every change to them, to attribution sources and to inspection rules is
+    // recorded in audit_log (who, when, before/after as JSON).
+    "CREATE TABLE ip_allocations (
+        id TEXT PRIMARY KEY,
+        customer TEXT NOT NULL,
+        cidr TEXT NOT NULL,
+        valid_from_ms INTEGER NOT NULL,
+        valid_to_ms INTEGER,
+        created_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX ip_allocations_by_cidr ON ip_allocations (cidr, valid_from_ms);
+     CREATE INDEX ip_allocations_by_customer ON ip_allocations (customer);
+     CREATE TABLE ip_attribution_sources (
+        source TEXT PRIMARY KEY,
+        address_field TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE inspect_rule_versions (
+        version INTEGER PRIMARY KEY,
+        doc TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        created_by TEXT NOT NULL
+     ) STRICT;
+     CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        object TEXT NOT NULL,
+        action TEXT NOT NULL,
+        before TEXT,
+        after TEXT
+     ) STRICT;
+     CREATE INDEX audit_log_by_kind ON audit_log (kind, seq);",
 ];
 
 /// The schema version this binary writes.

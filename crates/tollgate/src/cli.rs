@@ -122,6 +122,12 @@ pub enum Command {
     /// Time entitlement checks in process on a data directory (no server may run on it).
     #[command(hide = true)]
     CheckBench(crate::checkload::CheckBenchArgs),
+    /// Follow a proxy access log (nginx or Squid) and send each line to a running server.
+    ///
+    /// Keeps its position in the data dir, follows rotation (rename and copytruncate), and
+    /// never counts a line twice (ids are deterministic). Example:
+    /// tollgate tail --format nginx --server http://127.0.0.1:8080 --key "$KEY" /var/log/nginx/access.log
+    Tail(crate::tail::TailArgs),
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +248,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Loadgen(args) => crate::loadgen::run(args),
         Command::Checkload(args) => crate::checkload::run(args),
         Command::CheckBench(args) => crate::checkload::bench(args),
+        Command::Tail(args) => crate::tail::run(args),
         Command::Invoice { command } => crate::invoice_cmd::run(command),
         Command::Export(args) => crate::export_cmd::run(args),
         Command::Openapi => {

@@ -14,6 +14,7 @@
 //! webhook_timeout = "10s"     # timeout of one delivery request
 //! webhook_attempts = 16       # attempts of one delivery before it is marked failed
 //! webhook_disable_after = 50  # consecutive failed attempts that disable an endpoint
+//! enrichment_dbs = ["/var/lib/GeoIP/GeoLite2-Country.mmdb", "/var/lib/GeoIP/GeoLite2-ASN.mmdb"]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,8 @@ pub struct FileConfig {
     pub webhook_attempts: Option<u32>,
     /// Consecutive failed attempts that disable an endpoint.
     pub webhook_disable_after: Option<u32>,
+    /// MaxMind-format enrichment databases (country, ASN), read by `serve`.
+    pub enrichment_dbs: Option<Vec<PathBuf>>,
 }
 
 impl FileConfig {

@@ -5,6 +5,7 @@
 //! events were rejected or conflicted (all others are stored).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod accesslog;
 mod checkload;
 mod cli;
 mod config;
@@ -14,6 +15,7 @@ mod import;
 mod invoice_cmd;
 mod loadgen;
 mod serve;
+mod tail;
 mod webhook_worker;
 
 use std::process::ExitCode;

@@ -8,6 +8,7 @@ use clap::Args;
 use tollgate_api::AppState;
 use tollgate_core::time::Clock;
 use tollgate_store::billing::entitlements::Checker;
+use tollgate_store::ipmeta::{GeoDb, IpMeta};
 use tollgate_store::keys::KEY_SECRET_BYTES_MIN;
 use tollgate_store::{BillingStore, KeyStore, WebhookStore};
 
@@ -52,6 +53,10 @@ pub struct ServeArgs {
     /// Webhooks: consecutive failed attempts that disable an endpoint (default 50).
     #[arg(long, value_name = "N")]
     pub webhook_disable_after: Option<u32>,
+    /// A MaxMind-format database (GeoIP2/GeoLite2 Country, City or ASN) for enrichment;
+    /// repeatable. Re-read on SIGHUP or POST /v1/ip/enrichment/reload.
+    #[arg(long, value_name = "FILE")]
+    pub enrichment_db: Vec<std::path::PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -99,6 +104,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.demo {
         crate::demo::seed(&engine, &billing)?;
     }
+    let enrichment_dbs = if args.enrichment_db.is_empty() {
+        file.enrichment_dbs.clone().unwrap_or_default()
+    } else {
+        args.enrichment_db.clone()
+    };
+    let geo = GeoDb::open(enrichment_dbs).map_err(anyhow::Error::msg)?;
+    let ip = IpMeta::open(&args.store.data_dir, geo).context("loading IP allocations")?;
     let state = Arc::new(AppState {
         engine,
         keys,
@@ -106,6 +118,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         invoice_grace_ms,
         checker: Checker::new(),
         webhooks,
+        ip,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -122,6 +135,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Arc::clone(&state),
             webhook_config,
         ));
+        tokio::spawn(reload_on_sighup(Arc::clone(&state)));
         if invoice_every_ms > 0 {
             tokio::spawn(invoice_scheduler(Arc::clone(&state), invoice_every_ms));
         }
@@ -200,6 +214,27 @@ async fn alert_scheduler(state: Arc<AppState>, every_ms: i64) {
             Err(e) => tracing::error!("alert evaluation panicked: {e}"),
         }
     }
+}
+
+/// Re-reads the enrichment databases on every SIGHUP; a failure keeps the ones in use.
+async fn reload_on_sighup(state: Arc<AppState>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let st = Arc::clone(&state);
+            match tokio::task::spawn_blocking(move || st.ip.geo.reload()).await {
+                Ok(Ok(n)) => tracing::info!(databases = n, "enrichment databases reloaded"),
+                Ok(Err(e)) => tracing::error!("enrichment reload failed: {e}"),
+                Err(e) => tracing::error!("enrichment reload panicked: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 async fn shutdown_signal() {

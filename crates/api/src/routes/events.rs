@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use tollgate_core::event::batch::{array_spans, ndjson_spans};
+use tollgate_core::ipmeta::attribution::attribute_body;
 use tollgate_core::limits::{BATCH_EVENTS_MAX, BODY_BYTES_MAX};
 use tollgate_store::Scope;
 
@@ -107,7 +108,14 @@ pub(crate) async fn ingest(
             )
             .with_details(serde_json::json!({"events": spans.len(), "limit": BATCH_EVENTS_MAX})));
         }
-        Ok(engine_state.engine.prepare(text, spans))
+        // Events that carry a client address but no subject get one (configured sources only).
+        let ip = &engine_state.ip;
+        let (sources, table) = (ip.sources(), ip.table());
+        let now = engine_state.engine.now();
+        match attribute_body(&text, &spans, &sources, &table, now) {
+            Some((body, spans, _)) => Ok(engine_state.engine.prepare(body, spans)),
+            None => Ok(engine_state.engine.prepare(text, spans)),
+        }
     })
     .await?;
     let outcome = state.engine.try_submit(batch)?.outcome().await?;

@@ -6,6 +6,7 @@ pub(crate) mod entitlements;
 pub(crate) mod events;
 pub(crate) mod exports;
 pub mod invoices;
+pub(crate) mod ipmeta;
 pub(crate) mod keys;
 pub(crate) mod meters;
 pub(crate) mod ops;
