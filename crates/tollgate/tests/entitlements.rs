@@ -614,3 +614,40 @@ fn alerts_fire_once_and_limits_announce_when_reached() {
     let r = server.get(&format!("/v1/alerts/{rule}"), ADMIN_KEY);
     assert_error(&r, 404, "alert_not_found");
 }
+
+#[test]
+fn the_portal_overview_shows_limits_left_and_sessions_open() {
+    let dir = TestDir::new("ent-portal");
+    let server = Server::start(&dir.data("d"), FLAGS);
+    setup(&server);
+    server.ingest(&[
+        bytes_event("p1", "acme", 250),
+        session_event("p2", "acme", "session.started", "x", now_ms() - MINUTE_MS),
+    ]);
+    let r = post(&server, "/v1/customers/acme/portal_sessions", &json!({}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = r.body["token"].as_str().unwrap().to_owned();
+    let page = server.get_raw(&format!("/portal/{token}"), ADMIN_KEY);
+    assert_eq!(page.status, 200, "{}", page.text);
+    let c = check(&server, ADMIN_KEY, "acme", "egress", None);
+    assert_eq!(c["used"], "250");
+    assert!(
+        page.text.contains(
+            r#"data-feature="egress" data-used="250" data-limit="1000" data-remaining="750""#
+        ),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text
+            .contains(r#"data-feature="sessions" data-used="1" data-limit="2""#)
+    );
+    assert!(page.text.contains(r#"id="sessions-now" data-open="1""#));
+    let csv = server.get_raw(&format!("/portal/{token}?format=csv"), ADMIN_KEY);
+    assert!(
+        csv.text.contains("limit,egress,bytes-out,250,,1000"),
+        "{}",
+        csv.text
+    );
+    assert!(csv.text.contains("sessions,open now,,1,"), "{}", csv.text);
+}

@@ -211,6 +211,80 @@ pub(crate) struct OverviewPage {
     pub forecast: Option<Totals>,
     pub credit: String,
     pub credit_minor: i64,
+    /// Features with a limit, and how much of each is left.
+    pub limits: Vec<LimitRow>,
+    /// Sessions open now (the session gauge).
+    pub sessions_now: u64,
+}
+
+/// One limited feature on the overview.
+pub(crate) struct LimitRow {
+    pub feature: String,
+    /// What counts against it: a meter, or "concurrent sessions".
+    pub measured: String,
+    pub used_shown: String,
+    pub limit_shown: String,
+    pub remaining_shown: String,
+    /// Exact decimals, for the CSV and the browser test.
+    pub used: String,
+    pub limit: String,
+    pub remaining: String,
+    /// When it starts counting again (local time), empty for sessions.
+    pub resets: String,
+    /// `hard` or `soft`.
+    pub enforcement: &'static str,
+    /// Whether a check of 0 is allowed now.
+    pub allowed: bool,
+    /// Whether the limit is reached.
+    pub reached: bool,
+}
+
+fn limit_rows(
+    st: &crate::AppState,
+    who: &PortalCustomer,
+    now: UnixMs,
+    tz: &TimeZone,
+) -> Result<Vec<LimitRow>, ApiError> {
+    use tollgate_core::entitlement::{Enforcement, Grant};
+    let standings = st
+        .checker
+        .standings(&st.engine, &st.billing, who.key(), now)?;
+    let mut rows = Vec::new();
+    for s in standings {
+        let (measured, unit, enforcement) = match &s.grant {
+            Grant::Metered {
+                meter, enforcement, ..
+            } => (meter.to_string(), unit_of(st, meter), *enforcement),
+            Grant::ConcurrentSessions { enforcement, .. } => {
+                ("concurrent sessions".to_owned(), Unit::Count, *enforcement)
+            }
+            Grant::Boolean { .. } | Grant::Static { .. } => continue,
+        };
+        let d = &s.decision;
+        let (used, limit, remaining) = (
+            d.used.unwrap_or_default(),
+            d.limit.unwrap_or_default(),
+            d.remaining.unwrap_or_default(),
+        );
+        rows.push(LimitRow {
+            feature: s.feature.to_string(),
+            measured,
+            used_shown: unit.format(used),
+            limit_shown: unit.format(limit),
+            remaining_shown: unit.format(remaining),
+            used: used.to_string(),
+            limit: limit.to_string(),
+            remaining: remaining.to_string(),
+            resets: d.period.map_or(String::new(), |p| local_minute(p.end, tz)),
+            enforcement: match enforcement {
+                Enforcement::Hard => "hard",
+                Enforcement::Soft => "soft",
+            },
+            allowed: d.allowed,
+            reached: used >= limit,
+        });
+    }
+    Ok(rows)
 }
 
 fn line_match(a: &Line, b: &Line) -> bool {
@@ -336,6 +410,8 @@ fn overview_view(st: &crate::AppState, who: &PortalCustomer) -> Result<OverviewP
         forecast: forecast.as_ref().map(Totals::of),
         credit: money(c.currency, balance.available_minor),
         credit_minor: balance.available_minor,
+        limits: limit_rows(st, who, now, tz)?,
+        sessions_now: st.engine.open_sessions(who.key().as_str(), now),
     })
 }
 
@@ -403,6 +479,28 @@ pub(crate) async fn overview(
                     ]);
                 }
             }
+            for l in &page.limits {
+                rows.push(vec![
+                    "limit".into(),
+                    l.feature.clone(),
+                    l.measured.clone(),
+                    l.used.clone(),
+                    String::new(),
+                    l.limit.clone(),
+                    String::new(),
+                    String::new(),
+                ]);
+            }
+            rows.push(vec![
+                "sessions".into(),
+                "open now".into(),
+                String::new(),
+                page.sessions_now.to_string(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
             rows.push(vec![
                 "credit".into(),
                 "available prepaid credit".into(),
