@@ -3,9 +3,10 @@
 //!
 //! Owns: the `entitlement_overrides` table, and [`Checker`]: a cache of each customer's
 //! resolved grants (plan version of the running subscription + overrides) and current billing
-//! period, reloaded when the billing store's generation changes (any billing write) or the
-//! cached view expires (its period ends, or after [`VIEW_TTL_MS`], so phase changes and trial
-//! ends scheduled in the past are picked up). Usage comes straight from the engine's rollups and
+//! period, reloaded when the billing store's generation changes (a write to customers, plan
+//! versions, subscriptions or overrides; invoice and alert writes leave it alone) or the cached
+//! view expires (its period ends, or after [`VIEW_TTL_MS`], so phase changes and trial ends
+//! scheduled in the past are picked up). Usage comes straight from the engine's rollups and
 //! the session gauge, which the apply thread updates before an ingest answer is sent: an event
 //! is visible to checks as soon as its batch is acknowledged. Does not own: the decision
 //! (`tollgate_core::entitlement::decide`).
@@ -44,7 +45,7 @@ impl BillingStore {
             .grant
             .validate()
             .map_err(tollgate_core::billing::BillingError::from)?;
-        self.write(|tx| {
+        self.write_grants(|tx| {
             customer_in(tx, customer)?;
             let count: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM entitlement_overrides WHERE customer = ?1 AND feature != ?2",
@@ -80,7 +81,7 @@ impl BillingStore {
         customer: &CustomerKey,
         feature: &FeatureKey,
     ) -> Result<(), BillingStoreError> {
-        self.write(|tx| {
+        self.write_grants(|tx| {
             let n = tx.execute(
                 "DELETE FROM entitlement_overrides WHERE customer = ?1 AND feature = ?2",
                 params![customer.as_str(), feature.as_str()],

@@ -307,14 +307,25 @@ impl BillingStore {
         let out = f(&tx)?;
         tx.commit()?;
         drop(conn);
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
         self.checkpointer.poke();
         crate::webhooks::wake_if_enqueued();
         Ok(out)
     }
 
-    /// Changes whenever a write commits (never goes back).
+    /// [`Self::write`] for changes that can change what a customer is granted (customers,
+    /// plan versions, subscriptions, overrides): bumps the generation after the commit, so the
+    /// entitlement checker reloads. Other writes (invoices, alert states) leave its cache alone.
+    fn write_grants<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, BillingStoreError>,
+    ) -> Result<T, BillingStoreError> {
+        let out = self.write(f)?;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        Ok(out)
+    }
+
+    /// Changes whenever a write that can change grants commits (never goes back).
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -332,7 +343,7 @@ impl BillingStore {
     /// Creates a customer.
     pub fn create_customer(&self, customer: &Customer) -> Result<(), BillingStoreError> {
         customer.validate()?;
-        self.write(|tx| {
+        self.write_grants(|tx| {
             let n = tx.execute(
                 "INSERT INTO customers (key, doc, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
                  ON CONFLICT (key) DO NOTHING",
@@ -359,7 +370,7 @@ impl BillingStore {
         now: UnixMs,
     ) -> Result<(), BillingStoreError> {
         customer.validate()?;
-        self.write(|tx| {
+        self.write_grants(|tx| {
             let n = tx.execute(
                 "UPDATE customers SET doc = ?2, updated_ms = ?3 WHERE key = ?1",
                 params![customer.key.as_str(), to_json(customer)?, now.0],
@@ -439,7 +450,7 @@ impl BillingStore {
         entitlements: Vec<Entitlement>,
         now: UnixMs,
     ) -> Result<PlanVersion, BillingStoreError> {
-        self.write(|tx| {
+        self.write_grants(|tx| {
             plan_in(tx, plan)?;
             let last: Option<i64> = tx.query_row(
                 "SELECT MAX(version) FROM plan_versions WHERE plan = ?1",
@@ -517,7 +528,7 @@ impl BillingStore {
 
     /// Creates a subscription. A customer has at most one subscription that has not ended.
     pub fn create_subscription(&self, sub: &Subscription) -> Result<(), BillingStoreError> {
-        self.write(|tx| {
+        self.write_grants(|tx| {
             customer_in(tx, &sub.customer)?;
             for other in subscriptions_in(tx, Some(&sub.customer))? {
                 let ends = other.ends_at.unwrap_or(UnixMs(i64::MAX));
@@ -555,7 +566,7 @@ impl BillingStore {
         id: &str,
         change: SubscriptionChange,
     ) -> Result<Subscription, BillingStoreError> {
-        self.write(|tx| {
+        self.write_grants(|tx| {
             let mut sub = subscription_in(tx, id)?;
             sub.apply(change)?;
             tx.execute(
