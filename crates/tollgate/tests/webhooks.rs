@@ -152,7 +152,9 @@ fn serve_one(stream: TcpStream, shared: &Mutex<Shared>) {
     if reader.read_exact(&mut body).is_err() {
         return;
     }
-    let (mode, scripted) = {
+    // The record's index is taken under the same lock as the push: concurrent connections
+    // must not mark each other's records.
+    let (mode, scripted, index) = {
         let mut s = shared.lock().unwrap();
         let scripted = s.script.pop_front();
         let mode = scripted.or(s.mode).unwrap_or(Mode::Ok);
@@ -164,9 +166,8 @@ fn serve_one(stream: TcpStream, shared: &Mutex<Shared>) {
             body,
             answered: None,
         });
-        (mode, scripted.is_some())
+        (mode, scripted.is_some(), s.received.len() - 1)
     };
-    let index = shared.lock().unwrap().received.len() - 1;
     let status = match mode {
         Mode::Ok => 200,
         Mode::Fail => 500,
@@ -180,6 +181,9 @@ fn serve_one(stream: TcpStream, shared: &Mutex<Shared>) {
             return;
         }
     };
+    // Recorded before the answer is written: the server may act on the answer (and the test
+    // read this log) before this thread runs again.
+    shared.lock().unwrap().received[index].answered = Some(status);
     let mut stream = stream;
     let reason = if status == 200 {
         "OK"
@@ -191,7 +195,6 @@ fn serve_one(stream: TcpStream, shared: &Mutex<Shared>) {
         "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
     );
     let _ = stream.flush();
-    shared.lock().unwrap().received[index].answered = Some(status);
 }
 
 // ---------------------------------------------------------------------------------------------
