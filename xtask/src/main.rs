@@ -16,6 +16,17 @@ use clap::{Parser, Subcommand};
 const NUMPY_VERSION: &str = "2.4.6";
 /// pyarrow version the export tests read Parquet files back with (an independent reader).
 const PYARROW_VERSION: &str = "26.0.1";
+/// The Python packages the tests use, pinned: the data generator's (numpy), the export
+/// reader (pyarrow), the payment-provider fake (localstripe) and the official clients the
+/// provider and drop-in ingest tests drive (stripe, orb-billing, openmeter).
+const PY_PACKAGES: &[(&str, &str)] = &[
+    ("numpy", NUMPY_VERSION),
+    ("pyarrow", PYARROW_VERSION),
+    ("localstripe", "1.15.10"),
+    ("stripe", "16.1.0"),
+    ("orb-billing", "4.90.0"),
+    ("openmeter", "1.0.0b236"),
+];
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "Tollgate project tasks")]
@@ -30,8 +41,9 @@ enum Task {
     Ci,
     /// Regenerate docs/openapi.json from the code.
     Openapi,
-    /// Create the Python venv the tests use (target/venv: numpy for the data generator, pyarrow
-    /// to read exports back).
+    /// Create the Python venv the tests use (target/venv, the pinned `PY_PACKAGES`: numpy for
+    /// the data generator, pyarrow to read exports back, localstripe and the official Stripe,
+    /// Orb and OpenMeter clients for the provider and drop-in ingest tests).
     Venv,
     /// Measure ingest and queries (Tollgate import, HTTP, PostgreSQL, SQLite), check every
     /// answer against expected.json, and append the table to docs/BENCHMARKS.md.
@@ -90,38 +102,46 @@ fn succeeds(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Makes target/venv with numpy and pyarrow, installing Debian's python3-venv if `venv` is missing.
+/// Makes target/venv with [`PY_PACKAGES`] at their pinned versions, installing Debian's
+/// python3-venv if `venv` is missing.
 fn venv(root: &Path) -> anyhow::Result<PathBuf> {
     let dir = root.join("target/venv");
     let python = dir.join("bin/python");
-    let numpy_ok = |p: &Path| {
+    let expected = PY_PACKAGES
+        .iter()
+        .map(|(name, version)| format!("('{name}', '{version}')"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let pinned_ok = |p: &Path| {
         succeeds(Command::new(p).args([
             "-c",
             &format!(
-                "import numpy, pyarrow; assert numpy.__version__ == '{NUMPY_VERSION}'; \
-                 assert pyarrow.__version__ == '{PYARROW_VERSION}'"
+                "from importlib.metadata import version\n\
+                 for name, want in [{expected}]:\n    assert version(name) == want, name"
             ),
         ]))
     };
-    if python.exists() && numpy_ok(&python) {
+    if python.exists() && pinned_ok(&python) {
         return Ok(python);
     }
-    if !succeeds(Command::new("python3").args(["-m", "venv", "--help"])) {
-        run(Command::new("apt-get").arg("update"))?;
-        run(Command::new("apt-get").args(["install", "-y", "python3", "python3-venv"]))?;
+    if !python.exists() {
+        if !succeeds(Command::new("python3").args(["-m", "venv", "--help"])) {
+            run(Command::new("apt-get").arg("update"))?;
+            run(Command::new("apt-get").args(["install", "-y", "python3", "python3-venv"]))?;
+        }
+        run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
     }
-    run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
-    run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        &format!("numpy=={NUMPY_VERSION}"),
-        &format!("pyarrow=={PYARROW_VERSION}"),
-    ]))?;
-    if !numpy_ok(&python) {
+    let mut pip = Command::new(&python);
+    pip.args(["-m", "pip", "install", "--quiet"]);
+    pip.args(
+        PY_PACKAGES
+            .iter()
+            .map(|(name, version)| format!("{name}=={version}")),
+    );
+    run(&mut pip)?;
+    if !pinned_ok(&python) {
         bail!(
-            "numpy {NUMPY_VERSION} and pyarrow {PYARROW_VERSION} did not install into {}",
+            "the pinned Python packages ({expected}) did not install into {}",
             dir.display()
         );
     }
