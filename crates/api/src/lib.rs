@@ -50,6 +50,8 @@ pub struct AppState {
     pub webhooks: WebhookStore,
     /// IP allocations, attribution sources, enrichment.
     pub ip: tollgate_store::ipmeta::IpMeta,
+    /// When automatic credit notes are issued without approval.
+    pub credit_policy: tollgate_core::credit_note::CreditPolicy,
 }
 
 /// Shared state handle.
@@ -125,6 +127,20 @@ pub fn router(state: State) -> Router {
         )
         .route("/v1/invoices/{id}/pay", post(routes::invoices::pay))
         .route("/v1/invoices/{id}/void", post(routes::invoices::void))
+        .route(
+            "/v1/invoices/{id}/credit_notes",
+            post(routes::credit_notes::create),
+        )
+        .route("/v1/credit_notes", get(routes::credit_notes::list))
+        .route("/v1/credit_notes/{id}", get(routes::credit_notes::get))
+        .route(
+            "/v1/credit_notes/{id}/approve",
+            post(routes::credit_notes::approve),
+        )
+        .route(
+            "/v1/credit_notes/{id}/reject",
+            post(routes::credit_notes::reject),
+        )
         .route(
             "/v1/invoices/{id}/lines/{line}/explain",
             get(routes::invoices::explain),

@@ -8,8 +8,7 @@ use crate::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credits, entitlements, sessions, alerts."),
-    info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credits, signed webhooks."),
+    info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credit notes, credits, entitlements, sessions, alerts, signed webhooks, IP metadata."),
     paths(
         routes::events::ingest,
         routes::meters::list,
@@ -43,6 +42,11 @@ use crate::routes;
         routes::invoices::finalize,
         routes::invoices::pay,
         routes::invoices::void,
+        routes::credit_notes::create,
+        routes::credit_notes::list,
+        routes::credit_notes::get,
+        routes::credit_notes::approve,
+        routes::credit_notes::reject,
         routes::invoices::run_now,
         routes::invoices::explain,
         routes::entitlements::check,

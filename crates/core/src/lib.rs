@@ -11,6 +11,7 @@
 pub mod accesslog;
 pub mod alert;
 pub mod billing;
+pub mod credit_note;
 pub mod dedup;
 pub mod entitlement;
 pub mod event;

@@ -94,3 +94,7 @@ pub const ACCESS_LOG_LINE_BYTES_MAX: usize = 16 * 1024;
 pub const INSPECT_RULES_MAX: usize = 1_000_000;
 /// Longest rule id, host or category name (bytes).
 pub const INSPECT_TEXT_BYTES_MAX: usize = 253;
+/// Most lines one credit-note request may name.
+pub const CREDIT_REQUEST_LINES_MAX: usize = 1_000;
+/// Longest credit-note memo.
+pub const CREDIT_MEMO_BYTES_MAX: usize = 2_000;

@@ -2,11 +2,20 @@
 //!
 //! A key is shown once when created (`tg_` + 40 hex digits) and never again. Verification
 //! hashes the presented secret and looks the hash up; revoked keys fail.
+//!
+//! Verified keys are remembered by hash for [`KEY_CACHE_TTL`], so a request path that checks
+//! a key per request (entitlement checks at tens of thousands per second) does not take the
+//! connection's lock and query SQLite each time. A revocation through this store forgets the
+//! key at once; a revocation by another process on the same data directory (the CLI while a
+//! server runs) takes effect within [`KEY_CACHE_TTL`]. Unknown secrets are never remembered,
+//! so guessing cannot grow the cache.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -19,6 +28,11 @@ use crate::StoreError;
 pub const KEY_SECRET_BYTES_MIN: usize = 16;
 /// Longest key name.
 pub const KEY_NAME_BYTES_MAX: usize = 128;
+/// How long a verified key is trusted without asking the database again: the longest a
+/// revocation made by another process takes to reach a running server.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Most verified keys remembered at once (the cache starts over when full).
+pub const KEY_CACHE_ENTRIES_MAX: usize = 10_000;
 
 /// What a key may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -97,10 +111,16 @@ pub struct NewKey {
 /// Access to the key table. Safe to use while a server runs on the same data dir.
 pub struct KeyStore {
     conn: Mutex<Connection>,
+    /// Verified keys by secret hash, with when they were read.
+    verified: RwLock<HashMap<[u8; 32], (ApiKey, Instant)>>,
+}
+
+fn secret_digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(secret_digest(secret))
 }
 
 pub(crate) fn random_hex(bytes: usize) -> String {
@@ -127,6 +147,7 @@ impl KeyStore {
         crate::prepare_dir(dir)?;
         Ok(KeyStore {
             conn: Mutex::new(crate::open_db(dir)?),
+            verified: RwLock::new(HashMap::new()),
         })
     }
 
@@ -191,17 +212,36 @@ impl KeyStore {
 
     /// The key for a presented secret, if it exists and is not revoked.
     pub fn verify(&self, secret: &str) -> Result<Option<ApiKey>, StoreError> {
-        let hash = hash_secret(secret);
+        let digest = secret_digest(secret);
+        if let Some((key, read_at)) = self.verified.read().get(&digest)
+            && read_at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(Some(key.clone()));
+        }
+        let read_at = Instant::now();
         let key = self
             .conn
             .lock()
             .query_row(
                 "SELECT id, name, scopes, created_ms, revoked_ms FROM api_keys WHERE hash = ?1",
-                params![hash],
+                params![hex::encode(digest)],
                 row_to_key,
             )
-            .optional()?;
-        Ok(key.filter(|k| k.revoked.is_none()))
+            .optional()?
+            .filter(|k| k.revoked.is_none());
+        let mut verified = self.verified.write();
+        match &key {
+            Some(k) => {
+                if verified.len() >= KEY_CACHE_ENTRIES_MAX {
+                    verified.clear();
+                }
+                verified.insert(digest, (k.clone(), read_at));
+            }
+            None => {
+                verified.remove(&digest);
+            }
+        }
+        Ok(key)
     }
 
     /// Every key, newest first.
@@ -222,6 +262,7 @@ impl KeyStore {
             "UPDATE api_keys SET revoked_ms = COALESCE(revoked_ms, ?2) WHERE id = ?1",
             params![id, now.0],
         )?;
+        self.verified.write().retain(|_, (key, _)| key.id != id);
         Ok(n > 0)
     }
 }
@@ -235,4 +276,47 @@ fn row_to_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
         created: UnixMs(row.get(3)?),
         revoked: row.get::<_, Option<i64>>(4)?.map(UnixMs),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-keys-{name}-{}-{}",
+            std::process::id(),
+            random_hex(4)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn cached_keys_follow_revocation_here_at_once_and_elsewhere_within_the_ttl() {
+        let dir = temp_dir("cache");
+        let server = KeyStore::open(&dir).unwrap();
+        let cli = KeyStore::open(&dir).unwrap();
+        let now = UnixMs(1_000);
+        let a = server.create("a", &[Scope::Read], None, now).unwrap();
+        let b = cli.create("b", &[Scope::Ingest], None, now).unwrap();
+        assert_eq!(server.verify(&a.secret).unwrap(), Some(a.key.clone()));
+        assert_eq!(server.verify(&b.secret).unwrap(), Some(b.key.clone()));
+        // Unknown secrets are refused and not remembered.
+        assert_eq!(server.verify("tg_nope").unwrap(), None);
+        assert_eq!(server.verified.read().len(), 2);
+
+        // Revoked through the same store: refused on the next request.
+        assert!(server.revoke(&a.key.id, now).unwrap());
+        assert_eq!(server.verify(&a.secret).unwrap(), None);
+
+        // Revoked by another process: refused once the cached entry lapses.
+        assert!(cli.revoke(&b.key.id, now).unwrap());
+        assert_eq!(cli.verify(&b.secret).unwrap(), None);
+        std::thread::sleep(KEY_CACHE_TTL + Duration::from_millis(50));
+        assert_eq!(server.verify(&b.secret).unwrap(), None);
+        assert!(server.verified.read().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -198,6 +198,27 @@ const MIGRATIONS: &[&str] = &[
         after TEXT
      ) STRICT;
      CREATE INDEX audit_log_by_kind ON audit_log (kind, seq);",
+    // 6: credit notes. A note is numbered when issued (gapless per year); an issued or rejected
+    // note never changes.
+    "CREATE TABLE credit_notes (
+        id TEXT PRIMARY KEY,
+        invoice TEXT NOT NULL REFERENCES invoices (id),
+        customer TEXT NOT NULL REFERENCES customers (key),
+        number TEXT UNIQUE,
+        status TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        decided_ms INTEGER,
+        decided_by TEXT
+     ) STRICT;
+     CREATE INDEX credit_notes_by_invoice ON credit_notes (invoice, created_ms);
+     CREATE INDEX credit_notes_by_status ON credit_notes (status, id);
+     CREATE INDEX credit_notes_by_customer ON credit_notes (customer, id);
+     CREATE TABLE credit_note_numbers (year INTEGER PRIMARY KEY, last INTEGER NOT NULL) STRICT;
+     CREATE TRIGGER credit_notes_final_is_final BEFORE UPDATE ON credit_notes
+        WHEN OLD.status != 'pending_approval'
+        BEGIN SELECT RAISE(ABORT, 'an issued or rejected credit note is immutable'); END;",
 ];
 
 /// The schema version this binary writes.

@@ -3,8 +3,9 @@
 //! `checkload` sends `POST /v1/entitlements/check` to a running server at a fixed rate (open
 //! loop: request `i` is due at `start + i / rate`, and its latency runs from when it was due,
 //! so a slow server cannot hide its queueing by slowing the sender), over `--connections`
-//! keep-alive connections, for customers `PREFIX000000 ..` picked by a fixed sequence. It
-//! prints the achieved rate and latency percentiles.
+//! keep-alive connections, for customers picked by a fixed sequence from `--customers-file`
+//! (one key per line) or from `PREFIX000000 ..`. It prints the achieved rate and latency
+//! percentiles; answers other than 200 are counted as errors, 404s (unknown customer) apart.
 //!
 //! `check-bench` opens a data directory in process (the server must not run on it) and times
 //! single calls of the checker (the code behind the endpoint, without HTTP) on one thread.
@@ -58,6 +59,9 @@ pub struct CheckloadArgs {
     /// How many customers to spread the checks over.
     #[arg(long, default_value_t = 10_000)]
     pub customers: u64,
+    /// Pick customers from this file (one key per line) instead of PREFIX + number.
+    #[arg(long, conflicts_with_all = ["customer_prefix", "customers"])]
+    pub customers_file: Option<std::path::PathBuf>,
     /// The feature checked.
     #[arg(long)]
     pub feature: String,
@@ -79,32 +83,57 @@ pub struct CheckBenchArgs {
     /// How many customers to spread the checks over.
     #[arg(long, default_value_t = 10_000)]
     pub customers: u64,
+    /// Pick customers from this file (one key per line) instead of PREFIX + number.
+    #[arg(long, conflicts_with_all = ["customer_prefix", "customers"])]
+    pub customers_file: Option<std::path::PathBuf>,
     /// The feature checked.
     #[arg(long)]
     pub feature: String,
 }
 
+/// Most customer keys a picker holds.
+const PICKER_KEYS_MAX: usize = 1_000_000;
+
 /// The same pseudo-random sequence of customers in every run (xorshift64).
 struct Picker {
     state: u64,
-    prefix: String,
-    customers: u64,
+    keys: Vec<String>,
 }
 
 impl Picker {
-    fn new(prefix: &str, customers: u64) -> Picker {
-        Picker {
-            state: 0x2545_F491_4F6C_DD1D,
-            prefix: prefix.to_owned(),
-            customers: customers.max(1),
+    /// Keys from `file` (one per line, blank lines skipped), or `prefix` + six digits below
+    /// `customers`.
+    fn new(file: Option<&std::path::Path>, prefix: &str, customers: u64) -> anyhow::Result<Picker> {
+        let keys: Vec<String> = match file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => (0..customers.min(PICKER_KEYS_MAX as u64))
+                .map(|i| format!("{prefix}{i:06}"))
+                .collect(),
+        };
+        if keys.is_empty() || keys.len() > PICKER_KEYS_MAX {
+            bail!(
+                "1..={PICKER_KEYS_MAX} customers are needed, got {}",
+                keys.len()
+            );
         }
+        Ok(Picker {
+            state: 0x2545_F491_4F6C_DD1D,
+            keys,
+        })
     }
 
-    fn next(&mut self) -> String {
+    fn next(&mut self) -> &str {
         self.state ^= self.state << 13;
         self.state ^= self.state >> 7;
         self.state ^= self.state << 17;
-        format!("{}{:06}", self.prefix, self.state % self.customers)
+        let i = usize::try_from(self.state % self.keys.len() as u64).unwrap_or(0);
+        &self.keys[i]
     }
 }
 
@@ -124,8 +153,19 @@ pub fn run(args: CheckloadArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let total = args.rate * args.seconds;
-    let (latencies, errors, allowed, elapsed) = runtime.block_on(send_all(&args, total))?;
-    let mut sorted = latencies;
+    let picker = Picker::new(
+        args.customers_file.as_deref(),
+        &args.customer_prefix,
+        args.customers,
+    )?;
+    let Tally {
+        latencies,
+        errors,
+        unknown,
+        allowed,
+    } = runtime.block_on(send_all(&args, picker, total))?;
+    let elapsed = latencies.1;
+    let mut sorted = latencies.0;
     sorted.sort_unstable();
     let answered = sorted.len();
     let rate = answered as f64 / elapsed.as_secs_f64();
@@ -139,6 +179,7 @@ pub fn run(args: CheckloadArgs) -> anyhow::Result<ExitCode> {
         let out = serde_json::json!({
             "checks": answered,
             "errors": errors,
+            "unknown_customers": unknown,
             "allowed": allowed,
             "seconds": elapsed.as_secs_f64(),
             "checks_per_second": rate,
@@ -148,7 +189,7 @@ pub fn run(args: CheckloadArgs) -> anyhow::Result<ExitCode> {
         println!("{out}");
     } else {
         println!(
-            "{answered} checks in {:.1} s ({rate:.0}/s, target {}/s): p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms; {allowed} allowed, {errors} errors",
+            "{answered} checks in {:.1} s ({rate:.0}/s, target {}/s): p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms; {allowed} allowed, {unknown} unknown customers, {errors} errors",
             elapsed.as_secs_f64(),
             args.rate,
             ms(p50),
@@ -157,16 +198,27 @@ pub fn run(args: CheckloadArgs) -> anyhow::Result<ExitCode> {
             ms(max)
         );
     }
-    Ok(if errors == 0 {
+    Ok(if errors == 0 && unknown == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
 }
 
-type Totals = (Vec<Duration>, u64, u64, Duration);
+/// What a run of checks came to.
+#[derive(Default)]
+struct Tally {
+    /// Latency of every answered check, and (once summed) how long sending took.
+    latencies: (Vec<Duration>, Duration),
+    /// Checks that failed (transport, timeout, any status but 200 and 404).
+    errors: u64,
+    /// Checks answered 404: the customer does not exist.
+    unknown: u64,
+    /// Checks answered `allowed: true`.
+    allowed: u64,
+}
 
-async fn send_all(args: &CheckloadArgs, total: u64) -> anyhow::Result<Totals> {
+async fn send_all(args: &CheckloadArgs, mut picker: Picker, total: u64) -> anyhow::Result<Tally> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .tcp_nodelay(true)
@@ -187,8 +239,7 @@ async fn send_all(args: &CheckloadArgs, total: u64) -> anyhow::Result<Totals> {
         );
         let feature = args.feature.clone();
         workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let (mut errors, mut allowed) = (0u64, 0u64);
+            let mut tally = Tally::default();
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some((due, customer)) = next else {
@@ -205,39 +256,41 @@ async fn send_all(args: &CheckloadArgs, total: u64) -> anyhow::Result<Totals> {
                 match answer {
                     Ok(r) if r.status().is_success() => {
                         let text = r.bytes().await.unwrap_or_default();
-                        latencies.push(due.elapsed());
+                        tally.latencies.0.push(due.elapsed());
                         if text.windows(14).any(|w| w == b"\"allowed\":true") {
-                            allowed += 1;
+                            tally.allowed += 1;
                         }
                     }
-                    _ => errors += 1,
+                    Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => tally.unknown += 1,
+                    _ => tally.errors += 1,
                 }
             }
-            (latencies, errors, allowed)
+            tally
         }));
     }
     let started = Instant::now();
     let interval_ns = 1_000_000_000 / args.rate;
-    let mut picker = Picker::new(&args.customer_prefix, args.customers);
     for i in 0..total {
         let due = started + Duration::from_nanos(i * interval_ns);
         let now = Instant::now();
         if due > now {
             tokio::time::sleep(due - now).await;
         }
-        if tx.send((due, picker.next())).await.is_err() {
+        if tx.send((due, picker.next().to_owned())).await.is_err() {
             break;
         }
     }
     drop(tx);
-    let mut out = (Vec::new(), 0, 0);
+    let mut out = Tally::default();
     for w in workers {
-        let (l, e, a) = w.await.context("a check worker")?;
-        out.0.extend(l);
-        out.1 += e;
-        out.2 += a;
+        let t = w.await.context("a check worker")?;
+        out.latencies.0.extend(t.latencies.0);
+        out.errors += t.errors;
+        out.unknown += t.unknown;
+        out.allowed += t.allowed;
     }
-    Ok((out.0, out.1, out.2, started.elapsed()))
+    out.latencies.1 = started.elapsed();
+    Ok(out)
 }
 
 pub fn bench(args: CheckBenchArgs) -> anyhow::Result<ExitCode> {
@@ -245,10 +298,13 @@ pub fn bench(args: CheckBenchArgs) -> anyhow::Result<ExitCode> {
     let billing = BillingStore::open(&args.store.data_dir)?;
     let checker = Checker::new();
     let feature = FeatureKey::parse(&args.feature).context("--feature")?;
-    let mut picker = Picker::new(&args.customer_prefix, args.customers);
-    let keys: Vec<CustomerKey> = (0..args.customers.min(100_000))
-        .map(|_| picker.next())
-        .map(|k| CustomerKey::parse(&k).context("a customer key"))
+    let mut picker = Picker::new(
+        args.customers_file.as_deref(),
+        &args.customer_prefix,
+        args.customers,
+    )?;
+    let keys: Vec<CustomerKey> = (0..picker.keys.len().min(100_000))
+        .map(|_| CustomerKey::parse(picker.next()).context("a customer key"))
         .collect::<anyhow::Result<_>>()?;
     let now = engine.now();
     // Warm the cache: the first check of each customer reads its grants from the database.

@@ -15,6 +15,7 @@
 //! webhook_attempts = 16       # attempts of one delivery before it is marked failed
 //! webhook_disable_after = 50  # consecutive failed attempts that disable an endpoint
 //! enrichment_dbs = ["/var/lib/GeoIP/GeoLite2-Country.mmdb", "/var/lib/GeoIP/GeoLite2-ASN.mmdb"]
+//! credit_auto_issue_below_minor = 10000 # automatic credit notes below this are issued at once
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -54,6 +55,9 @@ pub struct FileConfig {
     pub webhook_disable_after: Option<u32>,
     /// MaxMind-format enrichment databases (country, ASN), read by `serve`.
     pub enrichment_dbs: Option<Vec<PathBuf>>,
+    /// Automatic credit notes (late corrections) with a total below this many minor units are
+    /// issued at once; larger ones wait for approval.
+    pub credit_auto_issue_below_minor: Option<i64>,
 }
 
 impl FileConfig {
@@ -150,6 +154,21 @@ pub fn alert_every_ms(flag: Option<&str>, file: &FileConfig) -> anyhow::Result<i
         Some(text) => duration_ms("alert interval", text, 24 * 3600 * 1000),
         None => Ok(10_000),
     }
+}
+
+/// The credit-note policy: flag, then file, then the core's default.
+pub fn credit_policy(
+    flag: Option<i64>,
+    file: &FileConfig,
+) -> anyhow::Result<tollgate_core::credit_note::CreditPolicy> {
+    let mut policy = tollgate_core::credit_note::CreditPolicy::default();
+    if let Some(below) = flag.or(file.credit_auto_issue_below_minor) {
+        if below < 0 {
+            bail!("the credit auto-issue limit is zero or more minor units, got {below}");
+        }
+        policy.auto_issue_below_minor = below;
+    }
+    Ok(policy)
 }
 
 /// Webhook delivery settings as given on the command line (each overrides the file).

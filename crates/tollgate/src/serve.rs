@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// repeatable. Re-read on SIGHUP or POST /v1/ip/enrichment/reload.
     #[arg(long, value_name = "FILE")]
     pub enrichment_db: Vec<std::path::PathBuf>,
+    /// Automatic credit notes (from late corrections) with a total below this many minor units
+    /// are issued at once; larger ones wait for approval (default 10000).
+    #[arg(long, value_name = "MINOR_UNITS")]
+    pub credit_auto_issue_below: Option<i64>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -77,6 +81,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let invoice_grace_ms = crate::config::invoice_grace_ms(args.invoice_grace.as_deref(), &file)?;
     let invoice_every_ms = crate::config::invoice_every_ms(args.invoice_every.as_deref(), &file)?;
     let alert_every_ms = crate::config::alert_every_ms(args.alert_every.as_deref(), &file)?;
+    let credit_policy = crate::config::credit_policy(args.credit_auto_issue_below, &file)?;
     let webhook_config = crate::config::webhook_config(
         &crate::config::WebhookFlags {
             backoff_base: args.webhook_backoff_base.clone(),
@@ -119,6 +124,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         checker: Checker::new(),
         webhooks,
         ip,
+        credit_policy,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

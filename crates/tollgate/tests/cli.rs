@@ -461,7 +461,17 @@ fn keys_and_import_while_a_server_runs() {
 
     let out = cli(&data, &["keys", "revoke", &id]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert_error(&server.get("/v1/meters", &secret), 401, "invalid_api_key");
+    // A revocation by another process reaches the server once its verified-key cache
+    // (KEY_CACHE_TTL, 1 s) lapses.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = server.get("/v1/meters", &secret);
+        if r.status == 401 || std::time::Instant::now() > deadline {
+            assert_error(&r, 401, "invalid_api_key");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let out = cli(&data, &["keys", "revoke", "key_nope"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
 

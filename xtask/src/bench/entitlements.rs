@@ -56,6 +56,7 @@ pub struct EntitlementMeasure {
 struct Checkload {
     checks: u64,
     errors: u64,
+    unknown_customers: u64,
     checks_per_second: f64,
     latency_ms: Latency,
 }
@@ -124,20 +125,29 @@ pub fn run(bench: &Bench, run: usize) -> anyhow::Result<EntitlementMeasure> {
         )?;
     }
 
+    // The checks pick among exactly the customers subscribed above.
+    let customers_file = dir.with_extension("customers.txt");
+    std::fs::write(&customers_file, data.customers.join("\n"))?;
     let checkload = |seconds: u64| -> anyhow::Result<Checkload> {
         let mut cmd = bench.tollgate();
         cmd.args(["checkload", "--url", &server.base, "--key", ADMIN_KEY])
             .args(["--feature", "egress", "--json"])
             .args(["--rate", &CHECK_RATE.to_string()])
             .args(["--seconds", &seconds.to_string()])
-            .args(["--customers", &data.customers.len().to_string()]);
+            .arg("--customers-file")
+            .arg(&customers_file);
         let out = super::run_with_timeout(&mut cmd, Duration::from_secs(seconds + 120))?;
         if !out.status.success() {
             bail!("tollgate checkload failed: {}", super::describe(&out));
         }
         let r: Checkload = serde_json::from_slice(&out.stdout).context("checkload --json")?;
-        if r.errors > 0 {
-            bail!("{} of {} checks failed", r.errors, r.checks + r.errors);
+        if r.errors > 0 || r.unknown_customers > 0 {
+            bail!(
+                "{} of {} checks failed and {} named an unknown customer",
+                r.errors,
+                r.checks + r.errors + r.unknown_customers,
+                r.unknown_customers
+            );
         }
         Ok(r)
     };
@@ -223,7 +233,8 @@ pub fn run(bench: &Bench, run: usize) -> anyhow::Result<EntitlementMeasure> {
         .arg(&dir)
         .args(["--acceptance-window", super::ACCEPTANCE_WINDOW])
         .args(["--feature", "egress", "--checks", "1000000"])
-        .args(["--customers", &data.customers.len().to_string()]);
+        .arg("--customers-file")
+        .arg(&customers_file);
     let out = super::run_checked(&mut cmd, bench.budget(300, 50_000))?;
     let inproc: CheckBench = serde_json::from_slice(&out.stdout).context("check-bench")?;
     eprintln!(
@@ -231,6 +242,7 @@ pub fn run(bench: &Bench, run: usize) -> anyhow::Result<EntitlementMeasure> {
         inproc.checks_per_second, inproc.latency_us.p50, inproc.latency_us.p99
     );
     std::fs::remove_dir_all(&dir)?;
+    std::fs::remove_file(&customers_file)?;
     Ok(EntitlementMeasure {
         customers: data.customers.len(),
         inproc_per_s: inproc.checks_per_second,

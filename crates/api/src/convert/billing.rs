@@ -41,6 +41,18 @@ impl From<BillingStoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
             }
             BillingStoreError::Domain(e) => e.into(),
+            BillingStoreError::Credit(ref c) => {
+                use tollgate_core::credit_note::CreditNoteError as C;
+                let status = match c {
+                    C::InvoiceNotCreditable { .. } | C::NotPending { .. } | C::NothingToCredit => {
+                        StatusCode::CONFLICT
+                    }
+                    C::InvalidRequest { .. } | C::ExceedsCreditable { .. } | C::Money(_) => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
+                };
+                ApiError::new(status, e.code(), e.to_string())
+            }
             BillingStoreError::Invalid { code, message } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }

@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource.
 
 pub mod alerts;
+pub(crate) mod credit_notes;
 pub(crate) mod customers;
 pub(crate) mod entitlements;
 pub(crate) mod events;

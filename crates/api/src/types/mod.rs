@@ -2,6 +2,7 @@
 //! Converted to and from domain types in [`crate::convert`] only.
 
 pub mod billing;
+pub mod credit_notes;
 pub mod entitlements;
 pub mod ipmeta;
 pub mod portal;

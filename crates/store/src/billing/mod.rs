@@ -11,6 +11,7 @@
 //! Safe to use while the engine runs on the same data directory: it has its own connection.
 
 pub mod alerts;
+pub mod credit_notes;
 pub mod entitlements;
 pub mod run;
 pub mod settings;
@@ -61,6 +62,9 @@ pub enum BillingStoreError {
     /// A domain rule refused the change.
     #[error(transparent)]
     Domain(#[from] BillingError),
+    /// A credit-note rule refused the change.
+    #[error(transparent)]
+    Credit(#[from] tollgate_core::credit_note::CreditNoteError),
     /// A request broke a rule of a store-level object (alerts), with its stable code.
     #[error("{message}")]
     Invalid {
@@ -93,6 +97,7 @@ impl BillingStoreError {
                 "invoice line" => "invoice_line_not_found",
                 "entitlement override" => "override_not_found",
                 "alert" => "alert_not_found",
+                "credit note" => "credit_note_not_found",
                 _ => "not_found",
             },
             BillingStoreError::AlreadyExists { what, .. } => match *what {
@@ -102,6 +107,7 @@ impl BillingStoreError {
                 _ => "already_exists",
             },
             BillingStoreError::Domain(e) => e.code(),
+            BillingStoreError::Credit(e) => e.code(),
             BillingStoreError::Invalid { code, .. } => code,
             BillingStoreError::Store(e) => e.code(),
         }
@@ -624,6 +630,21 @@ impl BillingStore {
         self.write(|tx| {
             let inv = invoice_in(tx, id)?;
             let status = inv.status.apply(change)?;
+            if change == InvoiceChange::Void {
+                // Voiding gives back everything the invoice charged; with credit notes out, that
+                // would give some of it back twice.
+                let notes: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM credit_notes WHERE invoice = ?1 AND status != 'rejected'",
+                    params![id],
+                    |r| r.get(0),
+                )?;
+                if notes > 0 {
+                    return Err(BillingError::Conflict {
+                        reason: "the invoice has credit notes: credit what is left instead of voiding it".into(),
+                    }
+                    .into());
+                }
+            }
             let column = match change {
                 InvoiceChange::MarkPaid => "paid_ms",
                 _ => "voided_ms",
