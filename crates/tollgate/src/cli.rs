@@ -103,7 +103,7 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::invoice_cmd::InvoiceCommand,
     },
-    /// Write a finance export (invoices, invoice_lines, credits, usage_daily) as CSV or Parquet.
+    /// Write a finance export (invoices, invoice_lines, credits, credit_notes, usage_daily) as CSV or Parquet.
     ///
     /// Example: tollgate export invoices --from 2026-11-01 --to 2026-12-01 --format parquet --out nov.parquet
     Export(crate::export_cmd::ExportArgs),

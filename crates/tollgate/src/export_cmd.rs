@@ -17,7 +17,7 @@ use crate::cli::StoreArgs;
 pub struct ExportArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// invoices | invoice_lines | credits | usage_daily.
+    /// invoices | invoice_lines | credits | credit_notes | usage_daily.
     pub kind: String,
     /// First date, YYYY-MM-DD (in each customer's time zone).
     #[arg(long)]
@@ -36,7 +36,7 @@ pub struct ExportArgs {
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let kind = Kind::parse(&args.kind).with_context(|| {
         format!(
-            "unknown export `{}`: invoices, invoice_lines, credits, usage_daily",
+            "unknown export `{}`: invoices, invoice_lines, credits, credit_notes, usage_daily",
             args.kind
         )
     })?;

@@ -411,6 +411,34 @@ fn credit_notes_credit_what_is_left_and_never_more() {
         .map(|n| n["total_minor"].as_i64().unwrap())
         .sum();
     assert_eq!(issued_total, 7_021);
+    // The finance export holds every note, issued ones totalling the invoice.
+    let today = Timestamp::now().in_tz("UTC").unwrap().date();
+    let csv = server.get_raw(
+        &format!(
+            "/v1/exports/credit_notes?from={}&to={}&format=csv",
+            today.checked_sub(1.day()).unwrap(),
+            today.checked_add(1.day()).unwrap()
+        ),
+        ADMIN_KEY,
+    );
+    assert_eq!(csv.status, 200, "{}", csv.text);
+    let mut rows = csv.text.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = rows.map(|r| r.split(',').collect()).collect();
+    assert_eq!(rows.len(), 4, "{}", csv.text);
+    let exported: i64 = rows
+        .iter()
+        .filter(|r| r[col("status")] == "issued")
+        .map(|r| r[col("total_minor")].parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(exported, 7_021, "{}", csv.text);
+    assert!(
+        rows.iter()
+            .any(|r| r[col("status")] == "rejected" && r[col("number")].is_empty()),
+        "{}",
+        csv.text
+    );
     assert_error(
         &server.get("/v1/credit_notes?status=open", ADMIN_KEY),
         400,

@@ -1,5 +1,5 @@
-//! Finance exports: invoices, invoice lines, credit ledger entries and usage per customer per
-//! day, for a range of dates, as CSV or Parquet with one documented, stable schema
+//! Finance exports: invoices, invoice lines, credit ledger entries, credit notes and usage per
+//! customer per day, for a range of dates, as CSV or Parquet with one documented, stable schema
 //! (`docs/exports.md`).
 //!
 //! Owns: which records an export holds, its columns ([`Kind::columns`]: name, type, meaning —
@@ -25,6 +25,7 @@ use tollgate_core::invoice::LineKind;
 use tollgate_core::limits::EXPORT_RANGE_DAYS_MAX;
 use tollgate_core::time::UnixMs;
 use tollgate_core::usage::{UsageQuery, WindowSize};
+use tollgate_store::billing::credit_notes::CreditNoteFilter;
 use tollgate_store::billing::{Invoice, InvoiceFilter, LIST_LIMIT_MAX};
 use tollgate_store::{BillingStore, Engine};
 
@@ -41,15 +42,18 @@ pub enum Kind {
     Credits,
     /// One row per customer, meter and local day with usage.
     UsageDaily,
+    /// One row per credit note.
+    CreditNotes,
 }
 
 impl Kind {
     /// Every kind, in documentation order.
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Invoices,
         Kind::InvoiceLines,
         Kind::Credits,
         Kind::UsageDaily,
+        Kind::CreditNotes,
     ];
 
     /// The name in URLs and on the command line.
@@ -59,6 +63,7 @@ impl Kind {
             Kind::InvoiceLines => "invoice_lines",
             Kind::Credits => "credits",
             Kind::UsageDaily => "usage_daily",
+            Kind::CreditNotes => "credit_notes",
         }
     }
 
@@ -74,6 +79,7 @@ impl Kind {
             Kind::InvoiceLines => LINE_COLUMNS,
             Kind::Credits => CREDIT_COLUMNS,
             Kind::UsageDaily => USAGE_COLUMNS,
+            Kind::CreditNotes => CREDIT_NOTE_COLUMNS,
         }
     }
 }
@@ -235,6 +241,42 @@ const CREDIT_COLUMNS: &[Column] = &[
         "The day in the customer's time zone (the date the range selects on)",
     ),
     opt("invoice_id", T, "The invoice, for draws and reversals"),
+];
+
+const CREDIT_NOTE_COLUMNS: &[Column] = &[
+    col("credit_note_id", T, "Credit note id (`cn_…`)"),
+    opt(
+        "number",
+        T,
+        "`CN-YYYY-NNNNNN`, given when issued; empty while pending or when rejected",
+    ),
+    col("invoice_id", T, "The invoice credited"),
+    opt("invoice_number", T, "Its number"),
+    col("customer", T, "Customer key"),
+    col("status", T, "pending_approval, issued or rejected"),
+    col("origin", T, "manual or late_correction"),
+    col("reason", T, "Why the note was issued"),
+    col("currency", T, "ISO 4217 code of the amounts"),
+    col("subtotal_minor", I, "Credited before tax, minor units"),
+    col("tax_minor", I, "Tax given back, minor units"),
+    col("total_minor", I, "subtotal + tax, minor units"),
+    opt(
+        "to_amount_due_minor",
+        I,
+        "Of the total, taken off what the invoice still owed; empty unless issued",
+    ),
+    opt(
+        "to_balance_minor",
+        I,
+        "Of the total, added to the customer's credit balance; empty unless issued",
+    ),
+    col("created_at", Ts, "Created"),
+    opt("issued_at", Ts, "Issued"),
+    col(
+        "date_local",
+        D,
+        "The day it was issued (else created) in the customer's time zone (the date the range selects on)",
+    ),
 ];
 
 const USAGE_COLUMNS: &[Column] = &[
@@ -487,6 +529,53 @@ pub fn build(
                         Value::Ts(e.at),
                         Value::Date(local_date(e.at, tz)),
                         opt_text(e.invoice.clone()),
+                    ]);
+                }
+            }
+            Kind::CreditNotes => {
+                let mut notes = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = billing.credit_notes(&CreditNoteFilter {
+                        customer: Some(c.key.clone()),
+                        after: after.clone(),
+                        limit: LIST_LIMIT_MAX,
+                        ..CreditNoteFilter::default()
+                    })?;
+                    let full = page.len() == LIST_LIMIT_MAX;
+                    after = page.last().map(|n| n.id.clone());
+                    notes.extend(page);
+                    if !full {
+                        break;
+                    }
+                }
+                let mut mine: Vec<_> = notes
+                    .into_iter()
+                    .map(|n| (n.issued_ms.unwrap_or(n.created_ms), n))
+                    .filter(|(at, _)| range.contains(local_date(*at, tz)))
+                    .collect();
+                mine.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+                for (at, n) in mine {
+                    rows.push(vec![
+                        Value::Text(n.id.clone()),
+                        opt_text(n.number.clone()),
+                        Value::Text(n.invoice.clone()),
+                        opt_text(n.invoice_number.clone()),
+                        Value::Text(n.customer.to_string()),
+                        Value::Text(n.status.as_str().into()),
+                        Value::Text(snake(&n.origin)),
+                        Value::Text(snake(&n.reason)),
+                        Value::Text(n.currency.clone()),
+                        Value::Int(n.content.subtotal_minor),
+                        Value::Int(n.content.tax_minor),
+                        Value::Int(n.content.total_minor),
+                        n.settlement
+                            .map_or(Value::Null, |s| Value::Int(s.amount_due_minor)),
+                        n.settlement
+                            .map_or(Value::Null, |s| Value::Int(s.balance_minor)),
+                        Value::Ts(n.created_ms),
+                        opt_ts(n.issued_ms),
+                        Value::Date(local_date(at, tz)),
                     ]);
                 }
             }

@@ -13,7 +13,7 @@ use crate::export::{self as exports, Kind, Range};
 use crate::types::ErrorResponse;
 
 /// Download a finance export: `invoices`, `invoice_lines`, `credits` (ledger entries) or
-/// `usage_daily` (per customer, meter and local day) for the dates `[from, to)`, each record
+/// `credit_notes`, `usage_daily` (per customer, meter and local day) for the dates `[from, to)`, each record
 /// judged in its customer's time zone. Amounts are integer minor units with a currency column;
 /// quantities are exact decimal text. Columns and types: `docs/exports.md`.
 #[utoipa::path(
@@ -21,7 +21,7 @@ use crate::types::ErrorResponse;
     path = "/v1/exports/{kind}",
     tag = "exports",
     params(
-        ("kind" = String, Path, description = "invoices | invoice_lines | credits | usage_daily"),
+        ("kind" = String, Path, description = "invoices | invoice_lines | credits | credit_notes | usage_daily"),
         ("from" = String, Query, description = "First date, YYYY-MM-DD"),
         ("to" = String, Query, description = "First date after the range, YYYY-MM-DD (at most 400 days after from)"),
         ("format" = Option<String>, Query, description = "csv (default) | parquet"),
@@ -44,7 +44,7 @@ pub(crate) async fn download(
     let kind = Kind::parse(&kind).ok_or_else(|| {
         ApiError::not_found(
             "unknown_export",
-            "exports are invoices, invoice_lines, credits, usage_daily",
+            "exports are invoices, invoice_lines, credits, credit_notes, usage_daily",
         )
     })?;
     let params = query_params(pairs, &["from", "to", "format"])?;
