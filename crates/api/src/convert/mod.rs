@@ -3,6 +3,7 @@
 pub mod billing;
 pub mod entitlements;
 pub mod ipmeta;
+pub mod providers;
 pub mod webhooks;
 
 use tollgate_core::meter::{Aggregation, Condition, EventTypes, MeterSpec, parse_decimal};

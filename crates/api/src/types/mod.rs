@@ -5,6 +5,7 @@ pub mod billing;
 pub mod entitlements;
 pub mod ipmeta;
 pub mod portal;
+pub mod providers;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
