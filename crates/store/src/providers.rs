@@ -769,6 +769,7 @@ fn truncate(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn temp_dir(name: &str) -> std::path::PathBuf {

@@ -39,8 +39,13 @@ fn support(file: &str) -> PathBuf {
         .join(file)
 }
 
-/// The Python with localstripe and stripe; fails loudly when either is missing.
+/// The Python with localstripe and stripe (checked once); fails loudly when either is missing.
 fn python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(find_python).clone()
+}
+
+fn find_python() -> PathBuf {
     let python = std::env::var_os("TOLLGATE_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/venv/bin/python"));
