@@ -862,4 +862,40 @@ mod tests {
         assert_eq!(store.attempts(&call.id).unwrap().len(), 1);
         std::fs::remove_dir_all(dir).ok();
     }
+
+    #[test]
+    fn backfill_enqueues_each_unsynced_customer_once() {
+        let dir = temp_dir("backfill");
+        let store = ProviderStore::open(&dir).unwrap();
+        store
+            .write(|tx| {
+                for key in ["a", "b"] {
+                    tx.execute(
+                        "INSERT INTO customers (key, doc, created_ms, updated_ms)
+                         VALUES (?1, '{}', 5, 9)",
+                        params![key],
+                    )?;
+                }
+                enqueue(
+                    tx,
+                    Provider::Stripe,
+                    CallKind::SyncCustomer,
+                    "a",
+                    5,
+                    UnixMs(5),
+                )
+            })
+            .unwrap();
+        assert_eq!(store.backfill(Provider::Stripe, UnixMs(10)).unwrap(), 1);
+        assert_eq!(store.backfill(Provider::Stripe, UnixMs(11)).unwrap(), 0);
+        let calls = store
+            .calls(&CallFilter {
+                object_id: Some("b".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!((calls.len(), calls[0].version), (1, 9));
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
