@@ -674,6 +674,8 @@ impl Worker {
                             ("customer".into(), cus.clone()),
                             ("description".into(), format!("Tollgate invoice {number}")),
                             ("pending_invoice_items_behavior".into(), "include".into()),
+                            // Stripe collects it (charges or e-mails it) once finalized.
+                            ("auto_advance".into(), "true".into()),
                             (format!("metadata[{METADATA_INVOICE}]"), id.clone()),
                             (format!("metadata[{METADATA_KEY}]"), id.clone()),
                             ("metadata[tollgate_number]".into(), number.clone()),

@@ -6,7 +6,8 @@
   a draft invoice becomes `open` (finalizing an invoice that is not a draft is a 400).
 - `POST /v1/invoices` without a subscription creates a one-off invoice from the customer's
   pending invoice items and keeps its `metadata`, as Stripe's does (`pending_invoice_items_behavior
-  =include`); localstripe 1.15.10 only invoices subscriptions and drops the metadata.
+  =include`, `auto_advance` accepted); localstripe 1.15.10 only invoices subscriptions and
+  drops the metadata.
 - Fault injection for retry tests: `POST /_config/tollgate/faults` with `status`, `count`, `when`
   (`before`: answer `status` without doing the request; `after`: do it, then answer `status`
   anyway, the way a lost answer looks) and optional `path` (a prefix) makes the next `count`
@@ -43,7 +44,10 @@ _invoice_create = resources.Invoice._api_create.__func__
 
 
 def invoice_create(cls, customer=None, subscription=None, description=None,
-                   metadata=None, pending_invoice_items_behavior=None, **kwargs):
+                   metadata=None, pending_invoice_items_behavior=None,
+                   auto_advance=None, **kwargs):
+    # `auto_advance` (Stripe collects after finalization) has no effect here: localstripe
+    # does not collect on its own.
     if subscription is None and not kwargs:
         if pending_invoice_items_behavior not in (None, "include"):
             raise UserError(400, "Only pending_invoice_items_behavior=include")
