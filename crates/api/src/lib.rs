@@ -52,6 +52,11 @@ pub struct AppState {
     pub ip: tollgate_store::ipmeta::IpMeta,
     /// When automatic credit notes are issued without approval.
     pub credit_policy: tollgate_core::credit_note::CreditPolicy,
+    /// Payment providers: the outbox of outgoing calls and the provider objects.
+    pub providers: tollgate_store::ProviderStore,
+    /// The signing secret of Stripe's webhook endpoint (`whsec_…`); `None`: Stripe webhooks
+    /// are refused with `provider_not_configured`.
+    pub stripe_webhook_secret: Option<String>,
 }
 
 /// Shared state handle.
@@ -226,6 +231,15 @@ pub fn router(state: State) -> Router {
             post(routes::ipmeta::reload_enrichment),
         )
         .route("/v1/ip/{addr}", get(routes::ipmeta::lookup))
+        .route(
+            "/v1/providers/stripe/webhook",
+            post(routes::providers::stripe_webhook),
+        )
+        .route(
+            "/v1/providers/stripe/objects",
+            get(routes::providers::objects),
+        )
+        .route("/v1/providers/stripe/calls", get(routes::providers::calls))
         .route("/v1/audit", get(routes::ipmeta::audit))
         .route("/v1/openapi.json", get(routes::ops::openapi))
         .route("/healthz", get(routes::ops::healthz))

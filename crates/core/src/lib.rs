@@ -23,6 +23,7 @@ pub mod limits;
 pub mod meter;
 pub mod money;
 pub mod pricing;
+pub mod provider;
 pub mod sessions;
 pub mod time;
 pub mod usage;

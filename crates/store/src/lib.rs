@@ -18,6 +18,7 @@ pub mod ipmeta;
 pub mod keys;
 mod meters;
 pub mod metrics;
+pub mod providers;
 mod schema;
 pub mod usage;
 pub mod webhooks;
@@ -27,6 +28,7 @@ pub use self::engine::{BatchOutcome, Engine, EngineConfig, ItemError, PreparedBa
 pub use self::error::StoreError;
 pub use self::keys::{ApiKey, KeyStore, NewKey, Scope};
 pub use self::metrics::Metrics;
+pub use self::providers::ProviderStore;
 pub use self::webhooks::{WebhookStore, WebhookStoreError};
 
 use std::fs::{self, File};

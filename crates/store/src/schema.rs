@@ -219,6 +219,77 @@ const MIGRATIONS: &[&str] = &[
      CREATE TRIGGER credit_notes_final_is_final BEFORE UPDATE ON credit_notes
         WHEN OLD.status != 'pending_approval'
         BEGIN SELECT RAISE(ABORT, 'an issued or rejected credit note is immutable'); END;",
+    // 7: payment providers. `provider_calls` is the outbox of outgoing calls (one per object
+    // and version); `provider_call_steps` records each request's intent before it is sent and
+    // its outcome (the provider's id) after, so a retry resumes after the last recorded step;
+    // `provider_objects` maps Tollgate objects to the provider's and keeps what the provider
+    // says about an invoice's money; `provider_events` holds every webhook event id processed.
+    "CREATE TABLE provider_calls (
+        id TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_ms INTEGER NOT NULL,
+        leased_until_ms INTEGER,
+        last_error TEXT,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        done_ms INTEGER,
+        UNIQUE (provider, kind, object_id, version)
+     ) STRICT;
+     CREATE INDEX provider_calls_due ON provider_calls (status, next_attempt_ms);
+     CREATE TABLE provider_call_steps (
+        call_id TEXT NOT NULL REFERENCES provider_calls (id),
+        step TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        provider_id TEXT,
+        sent_ms INTEGER NOT NULL,
+        done_ms INTEGER,
+        PRIMARY KEY (call_id, step)
+     ) STRICT;
+     CREATE INDEX provider_call_steps_unknown ON provider_call_steps (step)
+        WHERE provider_id IS NULL;
+     CREATE TABLE provider_call_attempts (
+        seq INTEGER PRIMARY KEY,
+        call_id TEXT NOT NULL REFERENCES provider_calls (id),
+        at_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        step TEXT,
+        http_status INTEGER,
+        error TEXT
+     ) STRICT;
+     CREATE INDEX provider_call_attempts_by_call ON provider_call_attempts (call_id, seq);
+     CREATE TABLE provider_objects (
+        provider TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        tollgate_key TEXT NOT NULL,
+        provider_id TEXT NOT NULL,
+        customer_provider_id TEXT,
+        state TEXT,
+        amount_due_minor INTEGER NOT NULL DEFAULT 0,
+        amount_paid_minor INTEGER NOT NULL DEFAULT 0,
+        amount_refunded_minor INTEGER NOT NULL DEFAULT 0,
+        amount_disputed_minor INTEGER NOT NULL DEFAULT 0,
+        failed_attempts INTEGER NOT NULL DEFAULT 0,
+        charge_id TEXT,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (provider, kind, tollgate_key)
+     ) STRICT;
+     CREATE UNIQUE INDEX provider_objects_by_provider_id ON provider_objects (provider, kind, provider_id);
+     CREATE INDEX provider_objects_by_charge ON provider_objects (provider, charge_id);
+     CREATE TABLE provider_events (
+        provider TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        received_ms INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        tollgate_invoice TEXT,
+        PRIMARY KEY (provider, event_id)
+     ) STRICT;",
 ];
 
 /// The schema version this binary writes.

@@ -80,7 +80,7 @@ pub enum Command {
     /// Run the HTTP server.
     ///
     /// Example: TOLLGATE_ADMIN_KEY=tg_change_me_please tollgate serve --demo
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Import events from a file through the same validation, dedup and commit path as the API.
     ///
     /// Importing the same file twice adds nothing. Exit code 3 when some events were rejected
@@ -240,7 +240,7 @@ pub enum KeysCommand {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => crate::serve::run(args),
+        Command::Serve(args) => crate::serve::run(*args),
         Command::Import(args) => crate::import::run(args),
         Command::Usage(args) => usage(args),
         Command::Meters { command } => meters(command),

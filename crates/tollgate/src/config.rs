@@ -262,3 +262,99 @@ pub fn webhook_config(
         timeout_ms,
     })
 }
+
+/// Flags of the Stripe integration (`serve --stripe-*`).
+#[derive(Clone, Debug, Default)]
+pub struct StripeFlags {
+    /// Secret API key; `None`: no sync.
+    pub secret_key: Option<String>,
+    /// API base URL.
+    pub api_base: Option<String>,
+    /// Backoff base.
+    pub backoff_base: Option<String>,
+    /// Backoff cap.
+    pub backoff_cap: Option<String>,
+    /// Attempts per call.
+    pub attempts: Option<u32>,
+    /// Request timeout.
+    pub timeout: Option<String>,
+    /// Test-only: exit after this step's answer.
+    pub fault_exit_after_step: Option<String>,
+}
+
+/// Stripe's API.
+pub const STRIPE_API_BASE_DEFAULT: &str = "https://api.stripe.com";
+/// First retry delay of a Stripe call (ms), doubling after each failure, with jitter.
+pub const STRIPE_BACKOFF_BASE_MS_DEFAULT: i64 = 2_000;
+/// Longest delay between two attempts of a Stripe call (ms).
+pub const STRIPE_BACKOFF_CAP_MS_DEFAULT: i64 = 3600 * 1000;
+/// Attempts of one Stripe call before it is marked failed.
+pub const STRIPE_ATTEMPTS_DEFAULT: u32 = 12;
+/// Timeout of one request to Stripe (ms).
+pub const STRIPE_TIMEOUT_MS_DEFAULT: i64 = 30_000;
+/// Most attempts of one Stripe call.
+pub const STRIPE_ATTEMPTS_MAX: u32 = 100;
+/// Longest backoff (ms): a day.
+pub const STRIPE_BACKOFF_MS_MAX: i64 = 24 * 3600 * 1000;
+/// Longest request timeout (ms).
+pub const STRIPE_TIMEOUT_MS_MAX: i64 = 120_000;
+
+/// The Stripe worker's settings, or `None` when no secret key is given.
+pub fn stripe_config(
+    flags: &StripeFlags,
+) -> anyhow::Result<Option<crate::provider_worker::StripeConfig>> {
+    let Some(secret_key) = flags.secret_key.clone().filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    fn ms(what: &str, flag: &Option<String>, default: i64, max: i64) -> anyhow::Result<i64> {
+        match flag.as_deref() {
+            Some(text) => {
+                let v = duration_ms(what, text, max)?;
+                if v < 1 {
+                    bail!("{what} must be at least 1ms");
+                }
+                Ok(v)
+            }
+            None => Ok(default),
+        }
+    }
+    let base_ms = ms(
+        "Stripe backoff base",
+        &flags.backoff_base,
+        STRIPE_BACKOFF_BASE_MS_DEFAULT,
+        STRIPE_BACKOFF_MS_MAX,
+    )?;
+    let cap_ms = ms(
+        "Stripe backoff cap",
+        &flags.backoff_cap,
+        STRIPE_BACKOFF_CAP_MS_DEFAULT.max(base_ms),
+        STRIPE_BACKOFF_MS_MAX,
+    )?;
+    if cap_ms < base_ms {
+        bail!("the Stripe backoff cap must not be below its base");
+    }
+    let attempts_max = flags.attempts.unwrap_or(STRIPE_ATTEMPTS_DEFAULT);
+    if !(1..=STRIPE_ATTEMPTS_MAX).contains(&attempts_max) {
+        bail!("--stripe-attempts is 1..={STRIPE_ATTEMPTS_MAX}");
+    }
+    let api_base = flags
+        .api_base
+        .clone()
+        .unwrap_or_else(|| STRIPE_API_BASE_DEFAULT.to_owned());
+    if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+        bail!("--stripe-api-base must be an http(s) URL");
+    }
+    Ok(Some(crate::provider_worker::StripeConfig {
+        api_base,
+        secret_key,
+        backoff: tollgate_core::webhook::Backoff { base_ms, cap_ms },
+        attempts_max,
+        timeout_ms: ms(
+            "Stripe timeout",
+            &flags.timeout,
+            STRIPE_TIMEOUT_MS_DEFAULT,
+            STRIPE_TIMEOUT_MS_MAX,
+        )?,
+        fault_exit_after_step: flags.fault_exit_after_step.clone(),
+    }))
+}

@@ -14,6 +14,7 @@ mod export_cmd;
 mod import;
 mod invoice_cmd;
 mod loadgen;
+mod provider_worker;
 mod serve;
 mod tail;
 mod webhook_worker;

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 use tollgate_api::AppState;
+use tollgate_core::provider::Provider;
 use tollgate_core::time::Clock;
 use tollgate_store::billing::entitlements::Checker;
 use tollgate_store::ipmeta::{GeoDb, IpMeta};
 use tollgate_store::keys::KEY_SECRET_BYTES_MIN;
-use tollgate_store::{BillingStore, KeyStore, WebhookStore};
+use tollgate_store::{BillingStore, KeyStore, ProviderStore, WebhookStore};
 
 use crate::cli::{StoreArgs, SystemClock};
 
@@ -61,6 +62,34 @@ pub struct ServeArgs {
     /// are issued at once; larger ones wait for approval (default 10000).
     #[arg(long, value_name = "MINOR_UNITS")]
     pub credit_auto_issue_below: Option<i64>,
+    /// Stripe: the secret API key (`sk_…`). With it, customers are synced to Stripe and
+    /// finalized invoices pushed there (see docs/stripe.md).
+    #[arg(long, env = "TOLLGATE_STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+    /// Stripe: the API's base URL (default https://api.stripe.com; tests point it at a fake).
+    #[arg(long, value_name = "URL")]
+    pub stripe_api_base: Option<String>,
+    /// Stripe: the signing secret (`whsec_…`) of the webhook endpoint that points at
+    /// POST /v1/providers/stripe/webhook. Without it that route answers 404.
+    #[arg(long, env = "TOLLGATE_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
+    /// Stripe: delay before the first retry of a failed call; it doubles after each failure,
+    /// with jitter (default 2s).
+    #[arg(long, value_name = "DURATION")]
+    pub stripe_backoff_base: Option<String>,
+    /// Stripe: longest delay between two attempts of a call (default 1h).
+    #[arg(long, value_name = "DURATION")]
+    pub stripe_backoff_cap: Option<String>,
+    /// Stripe: attempts of one call before it is marked failed (default 12).
+    #[arg(long, value_name = "N")]
+    pub stripe_attempts: Option<u32>,
+    /// Stripe: timeout of one request (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    pub stripe_timeout: Option<String>,
+    /// Test-only fault injection: exit right after Stripe answers the named step of a call,
+    /// before its outcome is recorded (crash-safety tests).
+    #[arg(long, hide = true, value_name = "STEP")]
+    pub fault_exit_after_provider_step: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -92,10 +121,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         &file,
     )?;
+    let stripe_config = crate::config::stripe_config(&crate::config::StripeFlags {
+        secret_key: args.stripe_secret_key.clone(),
+        api_base: args.stripe_api_base.clone(),
+        backoff_base: args.stripe_backoff_base.clone(),
+        backoff_cap: args.stripe_backoff_cap.clone(),
+        attempts: args.stripe_attempts,
+        timeout: args.stripe_timeout.clone(),
+        fault_exit_after_step: args.fault_exit_after_provider_step.clone(),
+    })?;
     let engine = args.store.open_engine()?;
     let keys = KeyStore::open(&args.store.data_dir)?;
     let billing = BillingStore::open(&args.store.data_dir)?;
     let webhooks = WebhookStore::open(&args.store.data_dir)?;
+    let providers = ProviderStore::open(&args.store.data_dir)?;
+    if stripe_config.is_some() {
+        // This process owns the data directory: leases of a process that died are void.
+        providers.release_leases()?;
+        tollgate_store::providers::enable_sync(Provider::Stripe);
+        let n = providers.backfill(Provider::Stripe, SystemClock.now())?;
+        if n > 0 {
+            tracing::info!(
+                calls = n,
+                "Stripe: enqueued customers and invoices not synced yet"
+            );
+        }
+    }
     if let Some(created) = keys.bootstrap_admin(admin_secret.as_deref(), SystemClock.now())? {
         if admin_secret.is_some() {
             eprintln!(
@@ -125,6 +176,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         webhooks,
         ip,
         credit_policy,
+        providers,
+        stripe_webhook_secret: args.stripe_webhook_secret.clone().filter(|s| !s.is_empty()),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -141,6 +194,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Arc::clone(&state),
             webhook_config,
         ));
+        if let Some(config) = stripe_config {
+            tokio::spawn(crate::provider_worker::run(Arc::clone(&state), config));
+        }
         tokio::spawn(reload_on_sighup(Arc::clone(&state)));
         if invoice_every_ms > 0 {
             tokio::spawn(invoice_scheduler(Arc::clone(&state), invoice_every_ms));

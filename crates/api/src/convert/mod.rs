@@ -4,6 +4,7 @@ pub mod billing;
 pub mod credit_notes;
 pub mod entitlements;
 pub mod ipmeta;
+pub mod providers;
 pub mod webhooks;
 
 use tollgate_core::meter::{Aggregation, Condition, EventTypes, MeterSpec, parse_decimal};

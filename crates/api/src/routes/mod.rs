@@ -13,6 +13,7 @@ pub(crate) mod meters;
 pub(crate) mod ops;
 pub(crate) mod plans;
 pub(crate) mod portal_sessions;
+pub(crate) mod providers;
 pub(crate) mod subscriptions;
 pub mod usage;
 pub(crate) mod webhooks;

@@ -6,6 +6,7 @@ pub mod credit_notes;
 pub mod entitlements;
 pub mod ipmeta;
 pub mod portal;
+pub mod providers;
 pub mod webhooks;
 
 use std::collections::BTreeMap;

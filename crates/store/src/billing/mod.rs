@@ -13,6 +13,8 @@
 pub mod alerts;
 pub mod credit_notes;
 pub mod entitlements;
+mod provider_events;
+pub use provider_events::EventApplied;
 pub mod run;
 pub mod settings;
 
@@ -315,6 +317,7 @@ impl BillingStore {
         drop(conn);
         self.checkpointer.poke();
         crate::webhooks::wake_if_enqueued();
+        crate::providers::wake_if_enqueued();
         Ok(out)
     }
 
@@ -365,7 +368,7 @@ impl BillingStore {
                     id: customer.key.to_string(),
                 });
             }
-            Ok(())
+            enqueue_customer_sync(tx, &customer.key, customer.created_ms)
         })
     }
 
@@ -384,7 +387,7 @@ impl BillingStore {
             if n == 0 {
                 return Err(not_found("customer", customer.key.as_str()));
             }
-            Ok(())
+            enqueue_customer_sync(tx, &customer.key, now)
         })
     }
 
@@ -627,59 +630,7 @@ impl BillingStore {
             }
             .into());
         }
-        self.write(|tx| {
-            let inv = invoice_in(tx, id)?;
-            let status = inv.status.apply(change)?;
-            if change == InvoiceChange::Void {
-                // Voiding gives back everything the invoice charged; with credit notes out, that
-                // would give some of it back twice.
-                let notes: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM credit_notes WHERE invoice = ?1 AND status != 'rejected'",
-                    params![id],
-                    |r| r.get(0),
-                )?;
-                if notes > 0 {
-                    return Err(BillingError::Conflict {
-                        reason: "the invoice has credit notes: credit what is left instead of voiding it".into(),
-                    }
-                    .into());
-                }
-            }
-            let column = match change {
-                InvoiceChange::MarkPaid => "paid_ms",
-                _ => "voided_ms",
-            };
-            tx.execute(
-                &format!(
-                    "UPDATE invoices SET status = ?2, {column} = ?3, updated_ms = ?3 WHERE id = ?1"
-                ),
-                params![id, status.as_str(), now.0],
-            )?;
-            if change == InvoiceChange::Void {
-                let customer = &inv.content.draft.customer;
-                let entries = entries_in(tx, customer)?;
-                let txn = format!("txn_{}", random_hex(8));
-                let back = ledger::reverse(&entries, id, now, &txn);
-                append_entries(tx, customer, &back)?;
-            }
-            let changed = invoice_in(tx, id)?;
-            let event = match change {
-                InvoiceChange::MarkPaid => EventType::InvoicePaid,
-                _ => EventType::InvoiceVoided,
-            };
-            enqueue_invoice_event(
-                tx,
-                event,
-                (
-                    changed.id.as_str(),
-                    changed.number.as_deref(),
-                    changed.status,
-                ),
-                &changed.content,
-                now,
-            )?;
-            Ok(changed)
-        })
+        self.write(|tx| change_invoice_in(tx, id, change, now))
     }
 
     // ---- credits ----
@@ -742,6 +693,65 @@ impl BillingStore {
             Ok(ledger::balance(&grants, &entries, cust.currency, at)?)
         })
     }
+}
+
+/// [`BillingStore::change_invoice`] inside an open transaction (also used by provider events).
+pub(crate) fn change_invoice_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    change: InvoiceChange,
+    now: UnixMs,
+) -> Result<Invoice, BillingStoreError> {
+    let inv = invoice_in(tx, id)?;
+    let status = inv.status.apply(change)?;
+    if change == InvoiceChange::Void {
+        // Voiding gives back everything the invoice charged; with credit notes out, that would
+        // give some of it back twice.
+        let notes: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM credit_notes WHERE invoice = ?1 AND status != 'rejected'",
+            params![id],
+            |r| r.get(0),
+        )?;
+        if notes > 0 {
+            return Err(BillingError::Conflict {
+                reason: "the invoice has credit notes: credit what is left instead of voiding it"
+                    .into(),
+            }
+            .into());
+        }
+    }
+    let column = match change {
+        InvoiceChange::MarkPaid => "paid_ms",
+        _ => "voided_ms",
+    };
+    tx.execute(
+        &format!("UPDATE invoices SET status = ?2, {column} = ?3, updated_ms = ?3 WHERE id = ?1"),
+        params![id, status.as_str(), now.0],
+    )?;
+    if change == InvoiceChange::Void {
+        let customer = &inv.content.draft.customer;
+        let entries = entries_in(tx, customer)?;
+        let txn = format!("txn_{}", random_hex(8));
+        let back = ledger::reverse(&entries, id, now, &txn);
+        append_entries(tx, customer, &back)?;
+    }
+    let changed = invoice_in(tx, id)?;
+    let event = match change {
+        InvoiceChange::MarkPaid => EventType::InvoicePaid,
+        _ => EventType::InvoiceVoided,
+    };
+    enqueue_invoice_event(
+        tx,
+        event,
+        (
+            changed.id.as_str(),
+            changed.number.as_deref(),
+            changed.status,
+        ),
+        &changed.content,
+        now,
+    )?;
+    Ok(changed)
 }
 
 fn customer_in(c: &Connection, key: &CustomerKey) -> Result<Customer, BillingStoreError> {
@@ -872,6 +882,26 @@ fn append_entries(
     Ok(())
 }
 
+/// Enqueues a customer sync to the configured provider (if any) in the transaction that
+/// created or changed the customer; `version` (its `updated_ms`) makes each change a new call.
+fn enqueue_customer_sync(
+    tx: &Transaction<'_>,
+    key: &CustomerKey,
+    version: UnixMs,
+) -> Result<(), BillingStoreError> {
+    if let Some(provider) = crate::providers::sync_target() {
+        crate::providers::enqueue(
+            tx,
+            provider,
+            tollgate_core::provider::CallKind::SyncCustomer,
+            key.as_str(),
+            version.0,
+            version,
+        )?;
+    }
+    Ok(())
+}
+
 /// 16 random hex digits for a new object id.
 pub fn new_id_hex() -> String {
     random_hex(8)
@@ -907,5 +937,18 @@ pub(crate) fn enqueue_invoice_event(
         StoreError::Corrupt(format!("invoice {id} does not make a webhook message: {e}"))
     })?;
     crate::webhooks::enqueue(tx, &message, now)?;
+    // A finalized invoice is pushed to the provider once: finalized is final, so version 1.
+    if event == EventType::InvoiceFinalized
+        && let Some(provider) = crate::providers::sync_target()
+    {
+        crate::providers::enqueue(
+            tx,
+            provider,
+            tollgate_core::provider::CallKind::PushInvoice,
+            id,
+            1,
+            now,
+        )?;
+    }
     Ok(())
 }
