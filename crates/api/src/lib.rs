@@ -50,6 +50,8 @@ pub struct AppState {
     pub webhooks: WebhookStore,
     /// IP allocations, attribution sources, enrichment.
     pub ip: tollgate_store::ipmeta::IpMeta,
+    /// How the drop-in ingest endpoints (Orb, Stripe, OpenMeter) name Tollgate event types.
+    pub dropin: convert::dropin::Mapping,
 }
 
 /// Shared state handle.
@@ -59,6 +61,13 @@ pub type State = Arc<AppState>;
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/v1/events", post(routes::events::ingest))
+        // Drop-in ingest for existing Orb, Stripe and OpenMeter clients (their own paths).
+        .route("/v1/ingest", post(routes::dropin::orb_ingest))
+        .route(
+            "/v1/billing/meter_events",
+            post(routes::dropin::stripe_meter_event),
+        )
+        .route("/api/v1/events", post(routes::dropin::openmeter_ingest))
         .route("/v1/meters", get(routes::meters::list))
         .route(
             "/v1/meters/{slug}",

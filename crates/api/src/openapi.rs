@@ -12,6 +12,9 @@ use crate::routes;
     info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credits, signed webhooks."),
     paths(
         routes::events::ingest,
+        routes::dropin::orb_ingest,
+        routes::dropin::stripe_meter_event,
+        routes::dropin::openmeter_ingest,
         routes::meters::list,
         routes::meters::get,
         routes::meters::put,

@@ -77,6 +77,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let invoice_grace_ms = crate::config::invoice_grace_ms(args.invoice_grace.as_deref(), &file)?;
     let invoice_every_ms = crate::config::invoice_every_ms(args.invoice_every.as_deref(), &file)?;
     let alert_every_ms = crate::config::alert_every_ms(args.alert_every.as_deref(), &file)?;
+    let dropin = crate::config::dropin_mapping(&file)?;
     let webhook_config = crate::config::webhook_config(
         &crate::config::WebhookFlags {
             backoff_base: args.webhook_backoff_base.clone(),
@@ -119,6 +120,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         checker: Checker::new(),
         webhooks,
         ip,
+        dropin,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

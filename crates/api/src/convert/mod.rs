@@ -1,6 +1,7 @@
 //! Conversions between API bodies and domain types; the only place they meet.
 
 pub mod billing;
+pub mod dropin;
 pub mod entitlements;
 pub mod ipmeta;
 pub mod webhooks;

@@ -2,6 +2,7 @@
 //! Converted to and from domain types in [`crate::convert`] only.
 
 pub mod billing;
+pub mod dropin;
 pub mod entitlements;
 pub mod ipmeta;
 pub mod portal;
