@@ -39,7 +39,7 @@ def raised(f):
         return {
             "raised": type(e).__name__,
             "status": e.http_status,
-            "code": e.code,
+            "code": e.code or err.get("code"),
             "param": err.get("param"),
             "type": err.get("type"),
         }
@@ -48,7 +48,7 @@ def raised(f):
 out = {"first": [], "retry": []}
 for e in spec["events"]:
     m = send(e)
-    out["first"].append({"object": m.object, "identifier": m.identifier, "payload": dict(m.payload)})
+    out["first"].append({"object": m.object, "identifier": m.identifier, "payload": m.payload.to_dict()})
 for e in spec["events"]:
     m = send(e)
     out["retry"].append({"object": m.object, "identifier": m.identifier})
