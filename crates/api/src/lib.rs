@@ -57,6 +57,8 @@ pub struct AppState {
     /// The signing secret of Stripe's webhook endpoint (`whsec_…`); `None`: Stripe webhooks
     /// are refused with `provider_not_configured`.
     pub stripe_webhook_secret: Option<String>,
+    /// How the drop-in ingest endpoints (Orb, Stripe, OpenMeter) name Tollgate event types.
+    pub dropin: convert::dropin::Mapping,
 }
 
 /// Shared state handle.
@@ -66,6 +68,13 @@ pub type State = Arc<AppState>;
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/v1/events", post(routes::events::ingest))
+        // Drop-in ingest for existing Orb, Stripe and OpenMeter clients (their own paths).
+        .route("/v1/ingest", post(routes::dropin::orb_ingest))
+        .route(
+            "/v1/billing/meter_events",
+            post(routes::dropin::stripe_meter_event),
+        )
+        .route("/api/v1/events", post(routes::dropin::openmeter_ingest))
         .route("/v1/meters", get(routes::meters::list))
         .route(
             "/v1/meters/{slug}",

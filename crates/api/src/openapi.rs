@@ -11,6 +11,9 @@ use crate::routes;
     info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credit notes, credits, entitlements, sessions, alerts, signed webhooks, IP metadata."),
     paths(
         routes::events::ingest,
+        routes::dropin::orb_ingest,
+        routes::dropin::stripe_meter_event,
+        routes::dropin::openmeter_ingest,
         routes::meters::list,
         routes::meters::get,
         routes::meters::put,

@@ -17,6 +17,9 @@ fn every_route_is_documented() {
     let paths: Vec<&String> = doc.paths.paths.keys().collect();
     for want in [
         "/v1/events",
+        "/v1/ingest",
+        "/v1/billing/meter_events",
+        "/api/v1/events",
         "/v1/meters",
         "/v1/meters/{slug}",
         "/v1/meters/{slug}/usage",

@@ -16,6 +16,12 @@
 //! webhook_disable_after = 50  # consecutive failed attempts that disable an endpoint
 //! enrichment_dbs = ["/var/lib/GeoIP/GeoLite2-Country.mmdb", "/var/lib/GeoIP/GeoLite2-ASN.mmdb"]
 //! credit_auto_issue_below_minor = 10000 # automatic credit notes below this are issued at once
+//!
+//! [dropin]                    # the Orb, Stripe and OpenMeter ingest endpoints (docs/dropin.md)
+//! require_mapping = false     # true: event names missing below are rejected (unmapped_event_name)
+//! stripe_customer_key = "stripe_customer_id"  # the Stripe payload key naming the customer
+//! [dropin.event_types]        # foreign event name → Tollgate event type
+//! api_request = "proxy.request"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -58,6 +64,38 @@ pub struct FileConfig {
     /// Automatic credit notes (late corrections) with a total below this many minor units are
     /// issued at once; larger ones wait for approval.
     pub credit_auto_issue_below_minor: Option<i64>,
+    /// The drop-in ingest endpoints' event-name mapping.
+    pub dropin: Option<DropinFile>,
+}
+
+/// `[dropin]`: how Orb and Stripe `event_name`s and OpenMeter `type`s become Tollgate event
+/// types.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropinFile {
+    /// Reject names without a mapping (`unmapped_event_name`) instead of using them as they are.
+    #[serde(default)]
+    pub require_mapping: bool,
+    /// The Stripe payload key naming the customer (default `stripe_customer_id`).
+    pub stripe_customer_key: Option<String>,
+    /// Foreign event name → Tollgate event type.
+    #[serde(default)]
+    pub event_types: std::collections::BTreeMap<String, String>,
+}
+
+/// The drop-in mapping in force, checked.
+pub fn dropin_mapping(file: &FileConfig) -> anyhow::Result<tollgate_api::convert::dropin::Mapping> {
+    use tollgate_api::convert::dropin::Mapping;
+    let mut mapping = Mapping::default();
+    if let Some(d) = &file.dropin {
+        mapping.require_mapping = d.require_mapping;
+        mapping.event_types = d.event_types.clone();
+        if let Some(key) = &d.stripe_customer_key {
+            mapping.stripe_customer_key = key.clone();
+        }
+    }
+    mapping.validate().context("config [dropin]")?;
+    Ok(mapping)
 }
 
 impl FileConfig {

@@ -111,6 +111,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let invoice_every_ms = crate::config::invoice_every_ms(args.invoice_every.as_deref(), &file)?;
     let alert_every_ms = crate::config::alert_every_ms(args.alert_every.as_deref(), &file)?;
     let credit_policy = crate::config::credit_policy(args.credit_auto_issue_below, &file)?;
+    let dropin = crate::config::dropin_mapping(&file)?;
     let webhook_config = crate::config::webhook_config(
         &crate::config::WebhookFlags {
             backoff_base: args.webhook_backoff_base.clone(),
@@ -178,6 +179,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         credit_policy,
         providers,
         stripe_webhook_secret: args.stripe_webhook_secret.clone().filter(|s| !s.is_empty()),
+        dropin,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,6 +3,7 @@
 pub mod alerts;
 pub(crate) mod credit_notes;
 pub(crate) mod customers;
+pub(crate) mod dropin;
 pub(crate) mod entitlements;
 pub(crate) mod events;
 pub(crate) mod exports;

@@ -3,6 +3,7 @@
 
 pub mod billing;
 pub mod credit_notes;
+pub mod dropin;
 pub mod entitlements;
 pub mod ipmeta;
 pub mod portal;
