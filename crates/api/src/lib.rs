@@ -50,6 +50,8 @@ pub struct AppState {
     pub webhooks: WebhookStore,
     /// IP allocations, attribution sources, enrichment.
     pub ip: tollgate_store::ipmeta::IpMeta,
+    /// Inspection rule-set versions and the current compiled one.
+    pub inspect: tollgate_store::inspect::Inspection,
 }
 
 /// Shared state handle.
@@ -211,6 +213,17 @@ pub fn router(state: State) -> Router {
         )
         .route("/v1/ip/{addr}", get(routes::ipmeta::lookup))
         .route("/v1/audit", get(routes::ipmeta::audit))
+        // Traffic inspection.
+        .route(
+            "/v1/inspect/rule_sets",
+            get(routes::inspect::list).post(routes::inspect::publish),
+        )
+        .route(
+            "/v1/inspect/rule_sets/current",
+            get(routes::inspect::current),
+        )
+        .route("/v1/inspect/rule_sets/{version}", get(routes::inspect::get))
+        .route("/v1/inspect/decide", post(routes::inspect::decide))
         .route("/v1/openapi.json", get(routes::ops::openapi))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))

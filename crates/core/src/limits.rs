@@ -94,3 +94,9 @@ pub const ACCESS_LOG_LINE_BYTES_MAX: usize = 16 * 1024;
 pub const INSPECT_RULES_MAX: usize = 1_000_000;
 /// Longest rule id, host or category name (bytes).
 pub const INSPECT_TEXT_BYTES_MAX: usize = 253;
+/// Largest inspection rule set document accepted by `POST /v1/inspect/rule_sets` (bytes).
+pub const INSPECT_RULE_SET_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// Largest `POST /v1/inspect/decide` body (bytes).
+pub const INSPECT_DECIDE_BODY_BYTES_MAX: usize = 16 * 1024;
+/// Longest request path given to a decision (bytes).
+pub const INSPECT_PATH_BYTES_MAX: usize = 8 * 1024;

@@ -164,80 +164,113 @@ pub fn run(args: CheckloadArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-type Totals = (Vec<Duration>, u64, u64, Duration);
+/// Latencies of the answered requests, errors, answers containing the marker, elapsed time.
+pub(crate) type Totals = (Vec<Duration>, u64, u64, Duration);
+
+/// An open-loop run: `POST {url}{path}` with the bodies `body(i)` for `i` in `0..total`,
+/// request `i` due at `start + i / rate`, over `connections` keep-alive connections. Latency
+/// runs from when a request was due. Counts the answers whose body contains `marker`.
+pub(crate) struct OpenLoop<'a> {
+    pub url: &'a str,
+    pub key: &'a str,
+    pub path: &'a str,
+    pub rate: u64,
+    pub total: u64,
+    pub connections: usize,
+    pub marker: &'static [u8],
+}
+
+impl OpenLoop<'_> {
+    pub(crate) async fn run(&self, mut body: impl FnMut(u64) -> String) -> anyhow::Result<Totals> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(self.connections)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let endpoint = format!("{}{}", self.url.trim_end_matches('/'), self.path);
+        let auth = format!("Bearer {}", self.key);
+        // Each request carries the instant it was due.
+        let (tx, rx) = tokio::sync::mpsc::channel::<(Instant, String)>(self.connections * 4);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let mut workers = Vec::new();
+        for _ in 0..self.connections {
+            let (client, endpoint, auth, rx) = (
+                client.clone(),
+                endpoint.clone(),
+                auth.clone(),
+                Arc::clone(&rx),
+            );
+            let marker = self.marker;
+            workers.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let (mut errors, mut marked) = (0u64, 0u64);
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some((due, body)) = next else {
+                        break;
+                    };
+                    let answer = client
+                        .post(&endpoint)
+                        .header(reqwest::header::AUTHORIZATION, &auth)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body)
+                        .send()
+                        .await;
+                    match answer {
+                        Ok(r) if r.status().is_success() => {
+                            let text = r.bytes().await.unwrap_or_default();
+                            latencies.push(due.elapsed());
+                            if text.windows(marker.len()).any(|w| w == marker) {
+                                marked += 1;
+                            }
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (latencies, errors, marked)
+            }));
+        }
+        let started = Instant::now();
+        let interval_ns = 1_000_000_000 / self.rate;
+        for i in 0..self.total {
+            let due = started + Duration::from_nanos(i * interval_ns);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+            if tx.send((due, body(i))).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let mut out = (Vec::new(), 0, 0);
+        for w in workers {
+            let (l, e, a) = w.await.context("a load worker")?;
+            out.0.extend(l);
+            out.1 += e;
+            out.2 += a;
+        }
+        Ok((out.0, out.1, out.2, started.elapsed()))
+    }
+}
 
 async fn send_all(args: &CheckloadArgs, total: u64) -> anyhow::Result<Totals> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let endpoint = format!("{}/v1/entitlements/check", args.url.trim_end_matches('/'));
-    let auth = format!("Bearer {}", args.key);
-    // Each request carries the instant it was due.
-    let (tx, rx) = tokio::sync::mpsc::channel::<(Instant, String)>(args.connections * 4);
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let mut workers = Vec::new();
-    for _ in 0..args.connections {
-        let (client, endpoint, auth, rx) = (
-            client.clone(),
-            endpoint.clone(),
-            auth.clone(),
-            Arc::clone(&rx),
-        );
-        let feature = args.feature.clone();
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let (mut errors, mut allowed) = (0u64, 0u64);
-            loop {
-                let next = rx.lock().await.recv().await;
-                let Some((due, customer)) = next else {
-                    break;
-                };
-                let body = format!(r#"{{"customer":"{customer}","feature":"{feature}"}}"#);
-                let answer = client
-                    .post(&endpoint)
-                    .header(reqwest::header::AUTHORIZATION, &auth)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                match answer {
-                    Ok(r) if r.status().is_success() => {
-                        let text = r.bytes().await.unwrap_or_default();
-                        latencies.push(due.elapsed());
-                        if text.windows(14).any(|w| w == b"\"allowed\":true") {
-                            allowed += 1;
-                        }
-                    }
-                    _ => errors += 1,
-                }
-            }
-            (latencies, errors, allowed)
-        }));
-    }
-    let started = Instant::now();
-    let interval_ns = 1_000_000_000 / args.rate;
     let mut picker = Picker::new(&args.customer_prefix, args.customers);
-    for i in 0..total {
-        let due = started + Duration::from_nanos(i * interval_ns);
-        let now = Instant::now();
-        if due > now {
-            tokio::time::sleep(due - now).await;
-        }
-        if tx.send((due, picker.next())).await.is_err() {
-            break;
-        }
+    let feature = args.feature.clone();
+    OpenLoop {
+        url: &args.url,
+        key: &args.key,
+        path: "/v1/entitlements/check",
+        rate: args.rate,
+        total,
+        connections: args.connections,
+        marker: b"\"allowed\":true",
     }
-    drop(tx);
-    let mut out = (Vec::new(), 0, 0);
-    for w in workers {
-        let (l, e, a) = w.await.context("a check worker")?;
-        out.0.extend(l);
-        out.1 += e;
-        out.2 += a;
-    }
-    Ok((out.0, out.1, out.2, started.elapsed()))
+    .run(|_| {
+        let customer = picker.next();
+        format!(r#"{{"customer":"{customer}","feature":"{feature}"}}"#)
+    })
+    .await
 }
 
 pub fn bench(args: CheckBenchArgs) -> anyhow::Result<ExitCode> {

@@ -111,6 +111,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let geo = GeoDb::open(enrichment_dbs).map_err(anyhow::Error::msg)?;
     let ip = IpMeta::open(&args.store.data_dir, geo).context("loading IP allocations")?;
+    let inspect = tollgate_store::inspect::Inspection::open(&args.store.data_dir)
+        .context("loading the inspection rule set")?;
     let state = Arc::new(AppState {
         engine,
         keys,
@@ -119,6 +121,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         checker: Checker::new(),
         webhooks,
         ip,
+        inspect,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -2,6 +2,7 @@
 
 pub mod billing;
 pub mod entitlements;
+pub mod inspect;
 pub mod ipmeta;
 pub mod webhooks;
 

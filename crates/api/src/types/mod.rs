@@ -3,6 +3,7 @@
 
 pub mod billing;
 pub mod entitlements;
+pub mod inspect;
 pub mod ipmeta;
 pub mod portal;
 pub mod webhooks;

