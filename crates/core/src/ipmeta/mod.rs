@@ -323,8 +323,18 @@ impl AllocationTable {
 
     /// Builds the flattened lookup view of the allocations inserted so far.
     pub fn freeze(&mut self) {
-        self.flat4 = Some(Flat::build(&self.v4));
-        self.flat6 = Some(Flat::build(&self.v6));
+        let bits = if self.v4.len() >= LARGE_INDEX_PREFIXES_MIN {
+            BLOCK_BITS_LARGE
+        } else {
+            BLOCK_BITS_SMALL
+        };
+        self.freeze_with(bits);
+    }
+
+    /// [`Self::freeze`] with an IPv4 first-level index of `v4_bits` bits (tests use both).
+    fn freeze_with(&mut self, v4_bits: u32) {
+        self.flat4 = Some(Flat::build(&self.v4, v4_bits));
+        self.flat6 = Some(Flat::build(&self.v6, BLOCK_BITS_SMALL));
     }
 
     /// Number of allocations.
@@ -423,17 +433,19 @@ impl AllocationTable {
 
 /// An address of one family as an integer.
 trait Addr: Copy + Ord + Default {
-    /// The top 16 bits (the block of the flattened view's first-level index).
-    fn block(self) -> usize;
+    /// The top `bits` bits (the block of the flattened view's first-level index).
+    fn block(self, bits: u32) -> usize;
     /// The last address of the prefix of length `len` starting here.
     fn last(self, len: u8) -> Self;
     /// The next address, if any.
     fn succ(self) -> Option<Self>;
+    /// The first address of block `b` of `bits` bits.
+    fn block_start(b: usize, bits: u32) -> Self;
 }
 
 impl Addr for u32 {
-    fn block(self) -> usize {
-        usize::from(u16::try_from(self >> 16).unwrap_or(u16::MAX))
+    fn block(self, bits: u32) -> usize {
+        usize::try_from(self.checked_shr(32 - bits).unwrap_or(0)).unwrap_or(usize::MAX)
     }
     fn last(self, len: u8) -> Self {
         self | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0)
@@ -441,11 +453,17 @@ impl Addr for u32 {
     fn succ(self) -> Option<Self> {
         self.checked_add(1)
     }
+    fn block_start(b: usize, bits: u32) -> Self {
+        u32::try_from(b)
+            .unwrap_or(u32::MAX)
+            .checked_shl(32 - bits)
+            .unwrap_or(0)
+    }
 }
 
 impl Addr for u128 {
-    fn block(self) -> usize {
-        usize::from(u16::try_from(self >> 112).unwrap_or(u16::MAX))
+    fn block(self, bits: u32) -> usize {
+        usize::try_from(self.checked_shr(128 - bits).unwrap_or(0)).unwrap_or(usize::MAX)
     }
     fn last(self, len: u8) -> Self {
         self | u128::MAX.checked_shr(u32::from(len)).unwrap_or(0)
@@ -453,35 +471,100 @@ impl Addr for u128 {
     fn succ(self) -> Option<Self> {
         self.checked_add(1)
     }
+    fn block_start(b: usize, bits: u32) -> Self {
+        u128::try_from(b)
+            .unwrap_or(0)
+            .checked_shl(128 - bits)
+            .unwrap_or(0)
+    }
 }
 
 /// No node.
 const NO_NODE: u32 = u32::MAX;
-/// Blocks of the first-level index (one per value of an address's top 16 bits).
-const FLAT_BLOCKS: usize = 1 << 16;
+/// A block entry holding its node itself (the block lies inside one segment).
+const DIRECT: u32 = 1 << 31;
+/// [`NO_NODE`] in a direct entry.
+const DIRECT_NONE: u32 = DIRECT - 1;
+/// Bits of the first-level index of a small table (64 Ki entries).
+const BLOCK_BITS_SMALL: u32 = 16;
+/// Bits of the first-level index of a large IPv4 table: one entry per /24 (64 MiB), so nearly
+/// every lookup finds its prefix in the entry itself.
+const BLOCK_BITS_LARGE: u32 = 24;
+/// IPv4 prefixes from which the large index pays for its memory.
+const LARGE_INDEX_PREFIXES_MIN: usize = 65_536;
 
 /// One prefix of the flattened view: its intervals and the next shorter prefix covering it.
-#[derive(Clone, Debug)]
+/// Up to two intervals are kept inline (nearly every prefix has one or two), so checking them
+/// reads this one cache line; more live in `Flat::overflow`.
+#[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
 struct FlatNode {
-    slots: Slots,
+    first: Slot,
+    second: Slot,
+    /// Inline intervals (0, 1 or 2), or `u32::MAX` when they are in `Flat::overflow[more]`.
+    inline: u32,
+    more: u32,
     parent: u32,
+}
+
+/// A slot no instant falls in.
+const EMPTY_SLOT: Slot = Slot {
+    from_ms: i64::MAX,
+    to_ms: i64::MIN,
+    index: 0,
+};
+
+impl FlatNode {
+    fn new(slots: &Slots, parent: u32, overflow: &mut Vec<Vec<Slot>>) -> FlatNode {
+        let all = slots.as_slice();
+        let mut node = FlatNode {
+            first: all.first().copied().unwrap_or(EMPTY_SLOT),
+            second: all.get(1).copied().unwrap_or(EMPTY_SLOT),
+            inline: u32::try_from(all.len()).unwrap_or(u32::MAX),
+            more: 0,
+            parent,
+        };
+        if all.len() > 2 {
+            node.inline = u32::MAX;
+            node.more = u32::try_from(overflow.len()).unwrap_or(u32::MAX);
+            overflow.push(all.to_vec());
+        }
+        node
+    }
+
+    /// The allocation valid at `at_ms`, if any (intervals are sorted and never overlap).
+    fn valid(&self, at_ms: i64, overflow: &[Vec<Slot>]) -> Option<u32> {
+        if self.inline == u32::MAX {
+            return valid_slot(overflow.get(self.more as usize)?, at_ms);
+        }
+        let slot = if self.inline == 2 && self.second.from_ms <= at_ms {
+            &self.second
+        } else {
+            &self.first
+        };
+        (slot.from_ms <= at_ms && at_ms < slot.to_ms).then_some(slot.index)
+    }
 }
 
 /// The flattened view of one family's prefixes. Prefixes nest or are disjoint, so they cut the
 /// address space into segments, each with one innermost prefix (or none). `segments` holds
-/// (first address, innermost prefix) sorted by address; `blocks[b]..blocks[b + 1]` are the
-/// segments starting in block `b` (the top 16 bits), so a lookup binary-searches a handful of
-/// entries, then checks the prefix's intervals, walking to covering prefixes only when the
-/// innermost had no owner at that instant. `segments[0]` starts at address 0.
+/// (first address, innermost prefix) sorted by address, `segments[0]` starting at address 0.
+/// `blocks[b]`, for block `b` (the top `bits` bits of an address), is either [`DIRECT`] | the
+/// node, when the whole block lies in one segment (one memory access finds the prefix), or the
+/// first segment starting in the block, from which a short galloping search finds the
+/// segment. A lookup then checks the prefix's intervals, walking to covering prefixes only
+/// when the innermost had no owner at that instant.
 #[derive(Clone, Debug)]
 struct Flat<R> {
     segments: Vec<(R, u32)>,
     blocks: Vec<u32>,
+    bits: u32,
     nodes: Vec<FlatNode>,
+    overflow: Vec<Vec<Slot>>,
 }
 
 impl<R: Addr> Flat<R> {
-    fn build(map: &PrefixMap<(R, u8), Slots>) -> Flat<R>
+    fn build(map: &PrefixMap<(R, u8), Slots>, bits: u32) -> Flat<R>
     where
         (R, u8): prefix_trie::Prefix,
     {
@@ -489,6 +572,7 @@ impl<R: Addr> Flat<R> {
         // Outer prefixes before the inner ones that share their first address.
         prefixes.sort_unstable_by_key(|&(a, l, _)| (a, l));
         let mut nodes = Vec::with_capacity(prefixes.len());
+        let mut overflow = Vec::new();
         let mut segments: Vec<(R, u32)> = Vec::with_capacity(2 * prefixes.len() + 1);
         segments.push((R::default(), NO_NODE));
         let emit = |segments: &mut Vec<(R, u32)>, start: R, node: u32| match segments.last_mut() {
@@ -510,41 +594,83 @@ impl<R: Addr> Flat<R> {
                 close(&mut open, &mut segments);
             }
             let id = u32::try_from(nodes.len()).unwrap_or(NO_NODE);
-            nodes.push(FlatNode {
-                slots: slots.clone(),
-                parent: open.last().map_or(NO_NODE, |o| o.1),
-            });
+            let parent = open.last().map_or(NO_NODE, |o| o.1);
+            nodes.push(FlatNode::new(slots, parent, &mut overflow));
             emit(&mut segments, addr, id);
             open.push((addr.last(len), id));
         }
         while !open.is_empty() {
             close(&mut open, &mut segments);
         }
-        let mut blocks = Vec::with_capacity(FLAT_BLOCKS + 1);
+        let count = 1usize << bits;
+        let mut blocks = Vec::with_capacity(count);
+        // `i`: the first segment starting at or after the block's start.
         let mut i = 0usize;
-        for b in 0..=FLAT_BLOCKS {
-            while i < segments.len() && segments[i].0.block() < b {
+        for b in 0..count {
+            let start = R::block_start(b, bits);
+            while i < segments.len() && segments[i].0 < start {
                 i += 1;
             }
-            blocks.push(u32::try_from(i).unwrap_or(u32::MAX));
+            // Segments starting inside the block after its first address.
+            let first_inside = if segments.get(i).is_some_and(|s| s.0 == start) {
+                i + 1
+            } else {
+                i
+            };
+            let split = segments
+                .get(first_inside)
+                .is_some_and(|s| s.0.block(bits) == b);
+            let entry = if split {
+                u32::try_from(i).unwrap_or(u32::MAX)
+            } else {
+                // One segment covers the whole block: the one starting at its first address,
+                // or else the one before.
+                let covering = if first_inside > i {
+                    i
+                } else {
+                    i.saturating_sub(1)
+                };
+                let node = segments.get(covering).map_or(NO_NODE, |s| s.1);
+                DIRECT | if node == NO_NODE { DIRECT_NONE } else { node }
+            };
+            blocks.push(entry);
         }
         Flat {
             segments,
             blocks,
+            bits,
             nodes,
+            overflow,
         }
     }
 
     fn lookup(&self, addr: R, at_ms: i64) -> Option<u32> {
-        let b = addr.block();
-        let lo = self.blocks[b] as usize;
-        let hi = self.blocks[b + 1] as usize;
-        let k = self.segments[lo..hi].partition_point(|s| s.0 <= addr);
-        // k == 0: the segment covering `addr` started in an earlier block.
-        let mut node = self.segments[(lo + k).checked_sub(1)?].1;
+        let entry = self.blocks[addr.block(self.bits)];
+        let mut node = if entry & DIRECT != 0 {
+            let node = entry & !DIRECT;
+            if node == DIRECT_NONE {
+                return None;
+            }
+            node
+        } else {
+            // Gallop from the block's first segment: the segments of one block are few and
+            // adjacent, so this stays within a cache line or two.
+            let lo = entry as usize;
+            let segments = &self.segments;
+            let mut step = 1usize;
+            let mut hi = lo;
+            while hi < segments.len() && segments[hi].0 <= addr {
+                hi = lo + step;
+                step *= 2;
+            }
+            let hi = hi.min(segments.len());
+            let k = segments[lo..hi].partition_point(|s| s.0 <= addr);
+            // k == 0: the segment covering `addr` started before the block.
+            segments[(lo + k).checked_sub(1)?].1
+        };
         while node != NO_NODE {
             let n = &self.nodes[node as usize];
-            if let Some(index) = valid_slot(n.slots.as_slice(), at_ms) {
+            if let Some(index) = n.valid(at_ms, &self.overflow) {
                 return Some(index);
             }
             node = n.parent;
