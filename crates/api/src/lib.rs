@@ -59,6 +59,8 @@ pub struct AppState {
     pub stripe_webhook_secret: Option<String>,
     /// How the drop-in ingest endpoints (Orb, Stripe, OpenMeter) name Tollgate event types.
     pub dropin: convert::dropin::Mapping,
+    /// Inspection rule-set versions and the current compiled one.
+    pub inspect: tollgate_store::inspect::Inspection,
 }
 
 /// Shared state handle.
@@ -250,6 +252,17 @@ pub fn router(state: State) -> Router {
         )
         .route("/v1/providers/stripe/calls", get(routes::providers::calls))
         .route("/v1/audit", get(routes::ipmeta::audit))
+        // Traffic inspection.
+        .route(
+            "/v1/inspect/rule_sets",
+            get(routes::inspect::list).post(routes::inspect::publish),
+        )
+        .route(
+            "/v1/inspect/rule_sets/current",
+            get(routes::inspect::current),
+        )
+        .route("/v1/inspect/rule_sets/{version}", get(routes::inspect::get))
+        .route("/v1/inspect/decide", post(routes::inspect::decide))
         .route("/v1/openapi.json", get(routes::ops::openapi))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))

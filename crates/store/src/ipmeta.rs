@@ -122,16 +122,17 @@ fn parse_rows(rows: Vec<AllocationRow>) -> Result<Vec<Allocation>, IpMetaStoreEr
         .collect()
 }
 
-/// What changed, for the audit log.
-struct Change<'a> {
-    kind: &'a str,
-    object: &'a str,
-    action: &'a str,
-    before: Option<String>,
-    after: Option<String>,
+/// What changed, for the audit log (also written by [`crate::inspect`]).
+pub(crate) struct Change<'a> {
+    pub(crate) kind: &'a str,
+    pub(crate) object: &'a str,
+    pub(crate) action: &'a str,
+    pub(crate) before: Option<String>,
+    pub(crate) after: Option<String>,
 }
 
-fn audit(
+/// Appends an audit record inside the change's own transaction.
+pub(crate) fn audit(
     tx: &rusqlite::Transaction<'_>,
     now: UnixMs,
     actor: &str,

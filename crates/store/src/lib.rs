@@ -14,6 +14,7 @@ pub mod billing;
 pub mod engine;
 mod error;
 mod frames;
+pub mod inspect;
 pub mod ipmeta;
 pub mod keys;
 mod meters;

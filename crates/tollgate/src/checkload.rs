@@ -158,14 +158,14 @@ pub fn run(args: CheckloadArgs) -> anyhow::Result<ExitCode> {
         &args.customer_prefix,
         args.customers,
     )?;
-    let Tally {
+    let Totals {
         latencies,
         errors,
-        unknown,
-        allowed,
+        not_found: unknown,
+        marked: allowed,
+        elapsed,
     } = runtime.block_on(send_all(&args, picker, total))?;
-    let elapsed = latencies.1;
-    let mut sorted = latencies.0;
+    let mut sorted = latencies;
     sorted.sort_unstable();
     let answered = sorted.len();
     let rate = answered as f64 / elapsed.as_secs_f64();
@@ -205,92 +205,126 @@ pub fn run(args: CheckloadArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// What a run of checks came to.
+/// What an open-loop run came to.
 #[derive(Default)]
-struct Tally {
-    /// Latency of every answered check, and (once summed) how long sending took.
-    latencies: (Vec<Duration>, Duration),
-    /// Checks that failed (transport, timeout, any status but 200 and 404).
-    errors: u64,
-    /// Checks answered 404: the customer does not exist.
-    unknown: u64,
-    /// Checks answered `allowed: true`.
-    allowed: u64,
+pub(crate) struct Totals {
+    /// Latency of every request answered 2xx.
+    pub latencies: Vec<Duration>,
+    /// Requests that failed: transport, timeout, any status but 2xx and 404.
+    pub errors: u64,
+    /// Requests answered 404.
+    pub not_found: u64,
+    /// 2xx answers whose body contains the marker.
+    pub marked: u64,
+    /// How long the run took.
+    pub elapsed: Duration,
 }
 
-async fn send_all(args: &CheckloadArgs, mut picker: Picker, total: u64) -> anyhow::Result<Tally> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let endpoint = format!("{}/v1/entitlements/check", args.url.trim_end_matches('/'));
-    let auth = format!("Bearer {}", args.key);
-    // Each request carries the instant it was due.
-    let (tx, rx) = tokio::sync::mpsc::channel::<(Instant, String)>(args.connections * 4);
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let mut workers = Vec::new();
-    for _ in 0..args.connections {
-        let (client, endpoint, auth, rx) = (
-            client.clone(),
-            endpoint.clone(),
-            auth.clone(),
-            Arc::clone(&rx),
-        );
-        let feature = args.feature.clone();
-        workers.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            loop {
-                let next = rx.lock().await.recv().await;
-                let Some((due, customer)) = next else {
-                    break;
-                };
-                let body = format!(r#"{{"customer":"{customer}","feature":"{feature}"}}"#);
-                let answer = client
-                    .post(&endpoint)
-                    .header(reqwest::header::AUTHORIZATION, &auth)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                match answer {
-                    Ok(r) if r.status().is_success() => {
-                        let text = r.bytes().await.unwrap_or_default();
-                        tally.latencies.0.push(due.elapsed());
-                        if text.windows(14).any(|w| w == b"\"allowed\":true") {
-                            tally.allowed += 1;
+/// An open-loop run: `POST {url}{path}` with the bodies `body(i)` for `i` in `0..total`,
+/// request `i` due at `start + i / rate`, over `connections` keep-alive connections. Latency
+/// runs from when a request was due. Counts the answers whose body contains `marker`.
+pub(crate) struct OpenLoop<'a> {
+    pub url: &'a str,
+    pub key: &'a str,
+    pub path: &'a str,
+    pub rate: u64,
+    pub total: u64,
+    pub connections: usize,
+    pub marker: &'static [u8],
+}
+
+impl OpenLoop<'_> {
+    pub(crate) async fn run(&self, mut body: impl FnMut(u64) -> String) -> anyhow::Result<Totals> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(self.connections)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let endpoint = format!("{}{}", self.url.trim_end_matches('/'), self.path);
+        let auth = format!("Bearer {}", self.key);
+        // Each request carries the instant it was due.
+        let (tx, rx) = tokio::sync::mpsc::channel::<(Instant, String)>(self.connections * 4);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let mut workers = Vec::new();
+        for _ in 0..self.connections {
+            let (client, endpoint, auth, rx) = (
+                client.clone(),
+                endpoint.clone(),
+                auth.clone(),
+                Arc::clone(&rx),
+            );
+            let marker = self.marker;
+            workers.push(tokio::spawn(async move {
+                let mut t = Totals::default();
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some((due, body)) = next else {
+                        break;
+                    };
+                    let answer = client
+                        .post(&endpoint)
+                        .header(reqwest::header::AUTHORIZATION, &auth)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body)
+                        .send()
+                        .await;
+                    match answer {
+                        Ok(r) if r.status().is_success() => {
+                            let text = r.bytes().await.unwrap_or_default();
+                            t.latencies.push(due.elapsed());
+                            if text.windows(marker.len()).any(|w| w == marker) {
+                                t.marked += 1;
+                            }
                         }
+                        Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => t.not_found += 1,
+                        _ => t.errors += 1,
                     }
-                    Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => tally.unknown += 1,
-                    _ => tally.errors += 1,
                 }
+                t
+            }));
+        }
+        let started = Instant::now();
+        let interval_ns = 1_000_000_000 / self.rate;
+        for i in 0..self.total {
+            let due = started + Duration::from_nanos(i * interval_ns);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
             }
-            tally
-        }));
-    }
-    let started = Instant::now();
-    let interval_ns = 1_000_000_000 / args.rate;
-    for i in 0..total {
-        let due = started + Duration::from_nanos(i * interval_ns);
-        let now = Instant::now();
-        if due > now {
-            tokio::time::sleep(due - now).await;
+            if tx.send((due, body(i))).await.is_err() {
+                break;
+            }
         }
-        if tx.send((due, picker.next().to_owned())).await.is_err() {
-            break;
+        drop(tx);
+        let mut out = Totals::default();
+        for w in workers {
+            let t = w.await.context("a load worker")?;
+            out.latencies.extend(t.latencies);
+            out.errors += t.errors;
+            out.not_found += t.not_found;
+            out.marked += t.marked;
         }
+        out.elapsed = started.elapsed();
+        Ok(out)
     }
-    drop(tx);
-    let mut out = Tally::default();
-    for w in workers {
-        let t = w.await.context("a check worker")?;
-        out.latencies.0.extend(t.latencies.0);
-        out.errors += t.errors;
-        out.unknown += t.unknown;
-        out.allowed += t.allowed;
+}
+
+async fn send_all(args: &CheckloadArgs, mut picker: Picker, total: u64) -> anyhow::Result<Totals> {
+    let feature = args.feature.clone();
+    OpenLoop {
+        url: &args.url,
+        key: &args.key,
+        path: "/v1/entitlements/check",
+        rate: args.rate,
+        total,
+        connections: args.connections,
+        marker: b"\"allowed\":true",
     }
-    out.latencies.1 = started.elapsed();
-    Ok(out)
+    .run(|_| {
+        let customer = picker.next();
+        format!(r#"{{"customer":"{customer}","feature":"{feature}"}}"#)
+    })
+    .await
 }
 
 pub fn bench(args: CheckBenchArgs) -> anyhow::Result<ExitCode> {

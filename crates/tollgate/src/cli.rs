@@ -122,6 +122,14 @@ pub enum Command {
     /// Time entitlement checks in process on a data directory (no server may run on it).
     #[command(hide = true)]
     CheckBench(crate::checkload::CheckBenchArgs),
+    /// Send inspection decisions to a running server at a fixed rate and report their latency.
+    ///
+    /// The server should have the rule set of `tollgate inspect-bench --write-rules` published.
+    /// Example: tollgate inspectload --url http://127.0.0.1:8080 --key "$KEY" --rate 5000
+    Inspectload(crate::inspectload::InspectloadArgs),
+    /// Time IP lookups (1M ranges) and inspection decisions (100k rules) in process.
+    #[command(hide = true)]
+    InspectBench(crate::inspectload::InspectBenchArgs),
     /// Follow a proxy access log (nginx or Squid) and send each line to a running server.
     ///
     /// Keeps its position in the data dir, follows rotation (rename and copytruncate), and
@@ -248,6 +256,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Loadgen(args) => crate::loadgen::run(args),
         Command::Checkload(args) => crate::checkload::run(args),
         Command::CheckBench(args) => crate::checkload::bench(args),
+        Command::Inspectload(args) => crate::inspectload::run(args),
+        Command::InspectBench(args) => crate::inspectload::bench(args),
         Command::Tail(args) => crate::tail::run(args),
         Command::Invoice { command } => crate::invoice_cmd::run(command),
         Command::Export(args) => crate::export_cmd::run(args),

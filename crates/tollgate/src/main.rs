@@ -12,6 +12,7 @@ mod config;
 mod demo;
 mod export_cmd;
 mod import;
+mod inspectload;
 mod invoice_cmd;
 mod loadgen;
 mod provider_worker;

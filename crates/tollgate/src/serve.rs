@@ -168,6 +168,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let geo = GeoDb::open(enrichment_dbs).map_err(anyhow::Error::msg)?;
     let ip = IpMeta::open(&args.store.data_dir, geo).context("loading IP allocations")?;
+    let inspect = tollgate_store::inspect::Inspection::open(&args.store.data_dir)
+        .context("loading the inspection rule set")?;
     let state = Arc::new(AppState {
         engine,
         keys,
@@ -180,6 +182,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         providers,
         stripe_webhook_secret: args.stripe_webhook_secret.clone().filter(|s| !s.is_empty()),
         dropin,
+        inspect,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,6 +10,9 @@
 //! - `invoice`: the invoice run over the loaded month for every customer (see `invoice.rs`).
 //! - `entitlements`: entitlement checks over HTTP at 20,000/s alone and during full-speed
 //!   ingest, freshness after an ack, and in process (see `entitlements.rs`).
+//! - `inspect`: IP lookups with 1M ranges and decisions with 100k rules in process, and
+//!   `POST /v1/inspect/decide` over HTTP at a fixed rate (see `inspect.rs`). It needs no event
+//!   data; `--only inspect --events 1000` keeps the generated set small.
 //! - `baseline`: PostgreSQL on `127.0.0.1:5432` (psql) and SQLite (in-process) loading the CSV
 //!   with their dedup key, the same queries in SQL, the same exactness check. A baseline that
 //!   cannot run fails the bench; it never skips.
@@ -28,6 +31,7 @@ mod entitlements;
 mod exact;
 mod http;
 mod ingest;
+mod inspect;
 mod invoice;
 mod postgres;
 mod query;
@@ -100,6 +104,8 @@ pub enum Part {
     Invoice,
     /// Entitlement checks: HTTP alone and under ingest, freshness, in process.
     Entitlements,
+    /// IP lookups and inspection decisions in process, and decisions over HTTP.
+    Inspect,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +154,7 @@ pub struct Results {
     pub sqlite: Vec<Measure>,
     pub invoice: Vec<invoice::InvoiceMeasure>,
     pub entitlements: Vec<entitlements::EntitlementMeasure>,
+    pub inspect: Vec<inspect::InspectMeasure>,
     pub postgres_version: Option<String>,
     pub sqlite_version: Option<String>,
     /// Differences found by the exactness checks (first ones of each failing check).
@@ -218,6 +225,7 @@ pub fn run(root: &Path, args: BenchArgs) -> anyhow::Result<()> {
             Part::Query,
             Part::Invoice,
             Part::Entitlements,
+            Part::Inspect,
             Part::Baseline,
         ];
     }
@@ -306,6 +314,9 @@ fn run_parts(bench: &Bench, parts: &[Part], runs: usize) -> anyhow::Result<Resul
         }
         if parts.contains(&Part::Entitlements) {
             results.entitlements.push(entitlements::run(bench, run)?);
+        }
+        if parts.contains(&Part::Inspect) {
+            results.inspect.push(inspect::run(bench, run)?);
         }
         if let Some(pg) = &postgres {
             results

@@ -70,7 +70,8 @@ pub fn render(bench: &Bench, results: &Results, command_line: &str) -> String {
     .max()
     .unwrap_or(0)
     .max(results.invoice.len())
-    .max(results.entitlements.len());
+    .max(results.entitlements.len())
+    .max(results.inspect.len());
     let _ = writeln!(
         s,
         "{} lines ({} unique events, {} duplicates), {} customers, 30 days from {}; NDJSON {}, CSV {}. Median of {runs} run(s).\n",
@@ -232,6 +233,28 @@ pub fn render(bench: &Bench, results: &Results, command_line: &str) -> String {
             med(&|m| m.inproc_per_s),
             med(&|m| m.inproc_us[0]),
             med(&|m| m.inproc_us[1]),
+        );
+    }
+    if !results.inspect.is_empty() {
+        let r = &results.inspect;
+        let med = |f: &dyn Fn(&super::inspect::InspectMeasure) -> f64| {
+            let v: Vec<f64> = r.iter().map(f).collect();
+            super::median(&v).unwrap_or(0.0)
+        };
+        let _ = writeln!(
+            s,
+            "Inspection (`tollgate inspect-bench`, one thread): IP lookups with {} IPv4 ranges (+ a tenth as many IPv6 /48s) {:.2}M/s through the flattened view (prefix trie: {:.2}M/s); decisions with {} rules {:.2}M/s. `POST /v1/inspect/decide` over loopback (`tollgate inspectload` open loop at {}/s, {:.0} % flagged or blocked and so recorded before the answer): {:.0}/s, p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms.\n",
+            thousands(super::inspect::RANGES),
+            med(&|m| m.lookups_per_s) / 1e6,
+            med(&|m| m.trie_lookups_per_s) / 1e6,
+            thousands(super::inspect::RULES),
+            med(&|m| m.decisions_per_s) / 1e6,
+            super::inspect::DECIDE_RATE,
+            med(&|m| m.recorded_share) * 100.0,
+            med(&|m| m.http_rate),
+            med(&|m| m.http_ms[0]),
+            med(&|m| m.http_ms[1]),
+            med(&|m| m.http_ms[2]),
         );
     }
     if !results.postgres.is_empty() || !results.sqlite.is_empty() {

@@ -4,6 +4,7 @@ pub mod billing;
 pub mod credit_notes;
 pub mod dropin;
 pub mod entitlements;
+pub mod inspect;
 pub mod ipmeta;
 pub mod providers;
 pub mod webhooks;

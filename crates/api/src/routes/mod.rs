@@ -7,6 +7,7 @@ pub(crate) mod dropin;
 pub(crate) mod entitlements;
 pub(crate) mod events;
 pub(crate) mod exports;
+pub(crate) mod inspect;
 pub mod invoices;
 pub(crate) mod ipmeta;
 pub(crate) mod keys;

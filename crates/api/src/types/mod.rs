@@ -5,6 +5,7 @@ pub mod billing;
 pub mod credit_notes;
 pub mod dropin;
 pub mod entitlements;
+pub mod inspect;
 pub mod ipmeta;
 pub mod portal;
 pub mod providers;

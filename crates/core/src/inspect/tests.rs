@@ -154,3 +154,24 @@ fn invalid_sets_are_typed() {
         "invalid_rule"
     );
 }
+
+#[test]
+fn diff_names_added_removed_changed_rules_and_categories() {
+    let mut old = RuleSet::default();
+    old.rules.push(rule("keep", None, Action::Flag));
+    old.rules.push(rule("gone", None, Action::Flag));
+    old.rules.push(rule("edit", None, Action::Flag));
+    old.categories.insert("a".into(), vec!["a.example".into()]);
+    let mut new = RuleSet::default();
+    new.rules.push(rule("keep", None, Action::Flag));
+    new.rules.push(rule("edit", None, Action::Block));
+    new.rules.push(rule("new", None, Action::Allow));
+    new.categories.insert("b".into(), vec!["b.example".into()]);
+    let d = diff(&old, &new);
+    assert_eq!(d.added, vec!["new".to_owned()]);
+    assert_eq!(d.removed, vec!["gone".to_owned()]);
+    assert_eq!(d.changed, vec!["edit".to_owned()]);
+    assert_eq!(d.categories_changed, vec!["a".to_owned(), "b".to_owned()]);
+    assert!(!d.truncated);
+    assert_eq!(diff(&new, &new), RuleSetDiff::default());
+}

@@ -202,3 +202,88 @@ fn attribute_body_keeps_indexes_and_untouched_events() {
     let empty = AttributionSources::default();
     assert!(attribute_body(text, &spans, &empty, &t, UnixMs(0)).is_none());
 }
+
+mod flat_view {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// True for the first case of the process: one /24-index check per run, as each builds 64 MiB.
+    fn allocs_large_index_once() -> bool {
+        static CASES: AtomicUsize = AtomicUsize::new(0);
+        CASES.fetch_add(1, Ordering::Relaxed) < 1
+    }
+
+    /// Nested and adjacent IPv4 prefixes near each other (so they overlap often), two
+    /// intervals each, and the edges of the address space.
+    fn arb_allocations() -> impl Strategy<Value = Vec<(u32, u8, i64, Option<i64>)>> {
+        prop::collection::vec(
+            (
+                prop_oneof![0u32..4096, Just(0), Just(u32::MAX)],
+                prop_oneof![Just(0u8), 20u8..=32],
+                0i64..10,
+                prop::option::of(1i64..10),
+            ),
+            0..40,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn flattened_lookups_equal_trie_lookups(
+            allocs in arb_allocations(),
+            queries in prop::collection::vec((prop_oneof![0u32..4200, Just(u32::MAX), any::<u32>()], 0i64..12), 1..64),
+            v6_bits in prop::collection::vec((any::<u16>(), 0u8..=128), 0..8),
+        ) {
+            let mut table = AllocationTable::new();
+            for (n, (bits, len, from, span)) in allocs.into_iter().enumerate() {
+                // Spread the low bits to the top sometimes, so blocks differ.
+                let base = if n % 3 == 0 { bits.rotate_right(12) } else { bits };
+                let net = base & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                let cidr = Cidr::parse(&format!("{}/{len}", Ipv4Addr::from(net))).unwrap();
+                let _ = table.insert(Allocation {
+                    id: AllocationId::new(format!("a{n}")),
+                    customer: format!("c{n}"),
+                    cidr,
+                    valid_from: UnixMs(from),
+                    valid_to: span.map(|s| UnixMs(from + s)),
+                });
+            }
+            for (n, (hextet, len)) in v6_bits.into_iter().enumerate() {
+                let net = (u128::from(hextet) << 112) & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                let cidr = Cidr::parse(&format!("{}/{len}", Ipv6Addr::from(net))).unwrap();
+                let _ = table.insert(Allocation {
+                    id: AllocationId::new(format!("v6_{n}")),
+                    customer: format!("c6{n}"),
+                    cidr,
+                    valid_from: UnixMs(0),
+                    valid_to: None,
+                });
+            }
+            let trie_only = table.clone();
+            let mut small = table.clone();
+            small.freeze_with(BLOCK_BITS_SMALL);
+            // The /24 index of large tables, on a small one (one test case of them is enough:
+            // each builds 64 MiB).
+            let large = allocs_large_index_once().then(|| {
+                let mut t = table.clone();
+                t.freeze_with(BLOCK_BITS_LARGE);
+                t
+            });
+            for (addr, at) in queries {
+                for a in [IpAddr::V4(Ipv4Addr::from(addr)), IpAddr::V6(Ipv6Addr::from(u128::from(addr) << 100))] {
+                    let trie = trie_only.lookup(a, UnixMs(at)).map(|x| x.id.clone());
+                    let flat = small.lookup(a, UnixMs(at)).map(|x| x.id.clone());
+                    prop_assert_eq!(&flat, &trie, "{} at {}", a, at);
+                    if let Some(large) = &large {
+                        let flat = large.lookup(a, UnixMs(at)).map(|x| x.id.clone());
+                        prop_assert_eq!(&flat, &trie, "/24 index: {} at {}", a, at);
+                    }
+                    prop_assert_eq!(small.lookup_trie(a, UnixMs(at)).map(|x| x.id.clone()), trie);
+                }
+            }
+        }
+    }
+}
