@@ -157,6 +157,12 @@ pub fn router(state: State) -> Router {
             "/v1/credit_notes/{id}/reject",
             post(routes::credit_notes::reject),
         )
+        .route("/v1/invoices/{id}/refunds", post(routes::refunds::create))
+        .route("/v1/refunds", get(routes::refunds::list))
+        .route("/v1/refunds/{id}", get(routes::refunds::get))
+        .route("/v1/refunds/{id}/cancel", post(routes::refunds::cancel))
+        .route("/v1/refunds/{id}/succeed", post(routes::refunds::succeed))
+        .route("/v1/refunds/{id}/fail", post(routes::refunds::fail))
         .route(
             "/v1/invoices/{id}/lines/{line}/explain",
             get(routes::invoices::explain),
@@ -251,6 +257,10 @@ pub fn router(state: State) -> Router {
             get(routes::providers::objects),
         )
         .route("/v1/providers/stripe/calls", get(routes::providers::calls))
+        .route(
+            "/v1/providers/stripe/calls/{id}/retry",
+            post(routes::providers::retry_call),
+        )
         .route("/v1/audit", get(routes::ipmeta::audit))
         // Traffic inspection.
         .route(

@@ -24,6 +24,7 @@ pub mod meter;
 pub mod money;
 pub mod pricing;
 pub mod provider;
+pub mod refund;
 pub mod sessions;
 pub mod time;
 pub mod usage;

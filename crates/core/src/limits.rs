@@ -98,6 +98,8 @@ pub const INSPECT_TEXT_BYTES_MAX: usize = 253;
 pub const CREDIT_REQUEST_LINES_MAX: usize = 1_000;
 /// Longest credit-note memo.
 pub const CREDIT_MEMO_BYTES_MAX: usize = 2_000;
+/// Longest memo of a refund (bytes).
+pub const REFUND_MEMO_BYTES_MAX: usize = 2_000;
 /// Largest inspection rule set document accepted by `POST /v1/inspect/rule_sets` (bytes).
 pub const INSPECT_RULE_SET_BYTES_MAX: usize = 128 * 1024 * 1024;
 /// Largest `POST /v1/inspect/decide` body (bytes).

@@ -439,6 +439,40 @@ pub fn event_outcome(
     .optional()?)
 }
 
+/// Records, in the caller's transaction, that a step is about to be sent with
+/// `idempotency_key` (before the request).
+pub fn step_intent_in(
+    tx: &Connection,
+    call_id: &str,
+    step: &str,
+    idempotency_key: &str,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO provider_call_steps (call_id, step, idempotency_key, sent_ms)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (call_id, step) DO UPDATE SET sent_ms = excluded.sent_ms",
+    )?
+    .execute(params![call_id, step, idempotency_key, now.0])?;
+    Ok(())
+}
+
+/// Records, in the caller's transaction, a step's outcome: the provider's id.
+pub fn step_done_in(
+    tx: &Connection,
+    call_id: &str,
+    step: &str,
+    provider_id: &str,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE provider_call_steps SET provider_id = ?3, done_ms = ?4
+         WHERE call_id = ?1 AND step = ?2",
+    )?
+    .execute(params![call_id, step, provider_id, now.0])?;
+    Ok(())
+}
+
 /// Filters of a call listing.
 #[derive(Clone, Debug, Default)]
 pub struct CallFilter {
@@ -605,15 +639,7 @@ impl ProviderStore {
         idempotency_key: &str,
         now: UnixMs,
     ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO provider_call_steps (call_id, step, idempotency_key, sent_ms)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (call_id, step) DO UPDATE SET sent_ms = excluded.sent_ms",
-                params![call_id, step, idempotency_key, now.0],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| step_intent_in(tx, call_id, step, idempotency_key, now))
     }
 
     /// Records a step's outcome, and with it the object mapping it produced (if any), in one
@@ -628,11 +654,7 @@ impl ProviderStore {
         now: UnixMs,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            tx.execute(
-                "UPDATE provider_call_steps SET provider_id = ?3, done_ms = ?4
-                 WHERE call_id = ?1 AND step = ?2",
-                params![call_id, step, provider_id, now.0],
-            )?;
+            step_done_in(tx, call_id, step, provider_id, now)?;
             if let Some((kind, key, customer, due)) = object {
                 put_object(tx, provider, kind, key, provider_id, customer, due, now)?;
             }
@@ -674,6 +696,33 @@ impl ProviderStore {
                 params![call_id, status, next, done, error, now.0],
             )?;
             Ok(())
+        })
+    }
+
+    /// Puts a failed call back in the queue (an operator fixed what made it fail): pending,
+    /// attempts from zero, due now. Its recorded steps stand, so it resumes after the last
+    /// one done, and a step sent without an outcome is looked up before it is sent again.
+    /// `None`: no such call; `Some(false)`: it is not failed.
+    pub fn retry_call(&self, id: &str, now: UnixMs) -> Result<Option<bool>, StoreError> {
+        self.write(|tx| {
+            let status: Option<String> = tx
+                .prepare_cached("SELECT status FROM provider_calls WHERE id = ?1")?
+                .query_row(params![id], |r| r.get(0))
+                .optional()?;
+            match status.as_deref() {
+                None => Ok(None),
+                Some("failed") => {
+                    tx.execute(
+                        "UPDATE provider_calls SET status = 'pending', attempts = 0,
+                            next_attempt_ms = ?2, leased_until_ms = NULL, updated_ms = ?2
+                         WHERE id = ?1",
+                        params![id, now.0],
+                    )?;
+                    ENQUEUED.store(true, Ordering::Relaxed);
+                    Ok(Some(true))
+                }
+                Some(_) => Ok(Some(false)),
+            }
         })
     }
 

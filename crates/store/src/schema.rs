@@ -290,6 +290,46 @@ const MIGRATIONS: &[&str] = &[
         tollgate_invoice TEXT,
         PRIMARY KEY (provider, event_id)
      ) STRICT;",
+    // 8: refunds and reconciliation. A refund reserves its amount while pending or succeeded;
+    // once final it never changes. A reconciliation run keeps its whole report.
+    "CREATE TABLE refunds (
+        id TEXT PRIMARY KEY,
+        invoice TEXT NOT NULL REFERENCES invoices (id),
+        customer TEXT NOT NULL REFERENCES customers (key),
+        status TEXT NOT NULL,
+        method TEXT NOT NULL,
+        amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+        currency TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        origin_ref TEXT,
+        reason TEXT NOT NULL,
+        memo TEXT NOT NULL,
+        provider TEXT,
+        provider_refund_id TEXT,
+        failure TEXT,
+        created_by TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        done_ms INTEGER
+     ) STRICT;
+     CREATE INDEX refunds_by_invoice ON refunds (invoice, created_ms);
+     CREATE INDEX refunds_by_status ON refunds (status, id);
+     CREATE INDEX refunds_by_customer ON refunds (customer, id);
+     CREATE UNIQUE INDEX refunds_by_provider_id ON refunds (provider, provider_refund_id)
+        WHERE provider_refund_id IS NOT NULL;
+     CREATE TRIGGER refunds_final_is_final BEFORE UPDATE ON refunds
+        WHEN OLD.status != 'pending'
+        BEGIN SELECT RAISE(ABORT, 'a refund in a final status is immutable'); END;
+     CREATE TABLE reconciliation_runs (
+        id TEXT PRIMARY KEY,
+        period TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        finished_ms INTEGER NOT NULL,
+        differences INTEGER NOT NULL,
+        unexplained INTEGER NOT NULL,
+        doc TEXT NOT NULL
+     ) STRICT;
+     CREATE INDEX reconciliation_runs_by_period ON reconciliation_runs (period, started_ms);",
 ];
 
 /// The schema version this binary writes.

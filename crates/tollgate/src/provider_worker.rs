@@ -27,10 +27,12 @@ use serde_json::Value;
 use tollgate_api::AppState;
 use tollgate_core::invoice::InvoiceStatus;
 use tollgate_core::provider::{
-    self, CallKind, METADATA_INVOICE, METADATA_KEY, Provider, idempotency_key,
+    self, CallKind, METADATA_INVOICE, METADATA_KEY, METADATA_REFUND, Provider, idempotency_key,
 };
 use tollgate_core::time::UnixMs;
 use tollgate_core::webhook::Backoff;
+use tollgate_store::billing::BillingStoreError;
+use tollgate_store::billing::refunds::{REFUND_STEP, RefundBegin};
 use tollgate_store::providers::{self, Attempt, Call, Outcome, StepRecord};
 
 /// How long a claimed call is leased (ms). Leases are released when the server starts, so
@@ -312,6 +314,7 @@ impl Worker {
         let result = match call.kind {
             CallKind::SyncCustomer => self.sync_customer(&call).await,
             CallKind::PushInvoice => self.push_invoice(&call).await,
+            CallKind::CreateRefund => self.create_refund(&call).await,
         };
         let (outcome, attempt) = match result {
             Ok(()) => (
@@ -333,6 +336,12 @@ impl Worker {
                 };
                 tracing::warn!(call = %call.id, kind = call.kind.as_str(), object = %call.object_id,
                     step = %f.step, ?outcome, "Stripe call failed: {}", f.message);
+                if call.kind == CallKind::CreateRefund && !f.retryable {
+                    // Refused for good (a 4xx other than 409/429, or no charge): nothing was
+                    // refunded. A call out of attempts after answers it may have acted on
+                    // stays pending instead: reconciliation reports it.
+                    self.refund_refused(&call.object_id, &f.message).await;
+                }
                 (
                     outcome,
                     Attempt {
@@ -792,6 +801,117 @@ impl Worker {
         self.post_step(call, step, &idem, "/v1/invoiceitems", &form, None)
             .await?;
         Ok(())
+    }
+
+    // ---- refunds ----
+
+    /// Refunds (part of) the charge that paid the refund's invoice, in one step, `refund`. Its
+    /// intent is written only while the refund is pending (so a cancel and a send never both
+    /// happen); a lost answer is found again among the charge's refunds by the
+    /// `tollgate_refund` metadata before the request is sent again with the same key.
+    async fn create_refund(&self, call: &Call) -> Result<(), Failure> {
+        let step = REFUND_STEP;
+        let refund_id = call.object_id.clone();
+        let recover = match self.begin(call, step, false).await? {
+            Begin::Done(pid) => {
+                // The step's outcome is recorded; read the refund back for its status (a crash
+                // may have come between, or it was pending at the provider).
+                let answer = self
+                    .stripe
+                    .get(step, &format!("/v1/refunds/{pid}"), &Vec::new())
+                    .await?;
+                return self.refund_done(call, &answer).await;
+            }
+            Begin::Send { recover } => recover,
+        };
+        let key = idempotency_key(CallKind::CreateRefund, &refund_id, call.version, step);
+        let (cid, rid, k, now) = (call.id.clone(), refund_id.clone(), key.clone(), self.now());
+        let begun = self
+            .db(step, move |st| {
+                match st.billing.begin_refund_step(&cid, &rid, &k, now) {
+                    Ok(b) => Ok(Ok(b)),
+                    Err(e @ BillingStoreError::Conflict { .. }) => Ok(Err(e.to_string())),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await?
+            .map_err(|m| Failure::permanent(step, m))?;
+        let (charge, amount_minor, invoice) = match begun {
+            RefundBegin::Settled(_) => return Ok(()),
+            RefundBegin::Send {
+                charge,
+                amount_minor,
+                invoice,
+            } => (charge, amount_minor, invoice),
+        };
+        let found = if recover {
+            let filter: Form = vec![("charge".into(), charge.clone())];
+            self.stripe
+                .find(step, "/v1/refunds", &filter, |o| {
+                    metadata_is(o, METADATA_REFUND, &refund_id)
+                })
+                .await?
+        } else {
+            None
+        };
+        let answer = match found {
+            Some(pid) => {
+                self.stripe
+                    .get(step, &format!("/v1/refunds/{pid}"), &Vec::new())
+                    .await?
+            }
+            None => {
+                let form: Form = vec![
+                    ("charge".into(), charge),
+                    ("amount".into(), amount_minor.to_string()),
+                    (format!("metadata[{METADATA_REFUND}]"), refund_id.clone()),
+                    (format!("metadata[{METADATA_INVOICE}]"), invoice),
+                ];
+                let answer = self.stripe.post(step, "/v1/refunds", &form, &key).await?;
+                self.fault(step);
+                answer
+            }
+        };
+        self.refund_done(call, &answer).await
+    }
+
+    /// Records a refund request's answer: the step's outcome and the refund's status.
+    async fn refund_done(&self, call: &Call, answer: &Value) -> Result<(), Failure> {
+        let step = REFUND_STEP;
+        let pid = id_of(step, answer)?;
+        let status = answer
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("pending")
+            .to_owned();
+        let failure = answer
+            .get("failure_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let (cid, rid, now) = (call.id.clone(), call.object_id.clone(), self.now());
+        self.db(step, move |st| {
+            st.billing
+                .refund_step_done(&cid, &rid, &pid, &status, failure.as_deref(), now)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// Marks a refund failed after the provider refused it for good.
+    async fn refund_refused(&self, refund_id: &str, message: &str) {
+        let (rid, m, now) = (refund_id.to_owned(), message.to_owned(), self.now());
+        if let Err(f) = self
+            .db(REFUND_STEP, move |st| {
+                st.billing
+                    .refund_refused(&rid, &m, now)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+        {
+            tracing::error!(refund = %refund_id, "recording a refused refund failed: {}", f.message);
+        }
     }
 }
 

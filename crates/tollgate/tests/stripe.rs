@@ -3,363 +3,18 @@
 //! port): customers synced with Tollgate's key in metadata, finalized invoices pushed with
 //! their lines and finalized there, ids recorded; retries of 429/5xx; a crash between a call
 //! and its record creating no second Stripe object; and Stripe webhooks verified (signatures
-//! made and checked by the official `stripe` Python package) and applied once.
-//!
-//! Python comes from `TOLLGATE_PYTHON` or `target/venv` (`cargo xtask venv`); a missing Python,
-//! localstripe or stripe package fails the test, it never skips.
+//! made and checked by the official `stripe` Python package) and applied once. The harness is
+//! `support/stripe_harness.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod common;
-
-use std::io::Write;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/stripe_harness.rs"]
+mod stripe_harness;
 
 use common::*;
-use jiff::{Timestamp, ToSpan};
 use serde_json::{Value, json};
-
-const STRIPE_KEY: &str = "sk_test_tollgate";
-const WEBHOOK_SECRET: &str = "whsec_tollgate_test_secret";
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .and_then(|p| p.parent())
-        .unwrap()
-        .to_owned()
-}
-
-fn support(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/support")
-        .join(file)
-}
-
-/// The Python with localstripe and stripe (checked once); fails loudly when either is missing.
-fn python() -> PathBuf {
-    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PYTHON.get_or_init(find_python).clone()
-}
-
-fn find_python() -> PathBuf {
-    let python = std::env::var_os("TOLLGATE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/venv/bin/python"));
-    match Command::new(&python)
-        .args(["-c", "import localstripe, stripe"])
-        .output()
-    {
-        Ok(out) if out.status.success() => python,
-        Ok(out) => panic!(
-            "localstripe or stripe is missing in {} ({}); run `cargo xtask venv`, or point \
-             TOLLGATE_PYTHON at a Python 3 with localstripe 1.15.10 and stripe 16.1.0",
-            python.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => panic!(
-            "cannot run {}: {e}; run `cargo xtask venv`, or point TOLLGATE_PYTHON at a Python 3 \
-             with localstripe and stripe",
-            python.display()
-        ),
-    }
-}
-
-/// A running localstripe, killed when dropped.
-struct LocalStripe {
-    child: Child,
-    base: String,
-    client: reqwest::blocking::Client,
-}
-
-impl LocalStripe {
-    fn start(dir: &TestDir) -> LocalStripe {
-        let python = python();
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        // localstripe cannot report a port it picked: take a free one, then hand it over.
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let log = std::fs::File::create(dir.join(&format!("localstripe-{port}.log"))).unwrap();
-            let child = Command::new(&python)
-                .arg(support("localstripe_shim.py"))
-                .arg(port.to_string())
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                .spawn()
-                .unwrap();
-            let mut ls = LocalStripe {
-                child,
-                base: format!("http://127.0.0.1:{port}"),
-                client: client.clone(),
-            };
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = ls.child.try_wait() {
-                    break; // The port was taken meanwhile: try another.
-                }
-                if let Ok(r) = ls
-                    .client
-                    .get(format!("{}/v1/customers", ls.base))
-                    .bearer_auth(STRIPE_KEY)
-                    .send()
-                    && r.status().is_success()
-                {
-                    return ls;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = ls.child.kill();
-            let _ = ls.child.wait();
-        }
-        panic!(
-            "localstripe did not start; see the localstripe-*.log files in {}",
-            dir.path().display()
-        );
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(STRIPE_KEY)
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "GET {path}: {}", r.status());
-        r.json().unwrap()
-    }
-
-    /// Every object of a list endpoint (localstripe pages by 10 by default).
-    fn list(&self, path: &str) -> Vec<Value> {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        self.get(&format!("{path}{sep}limit=100"))["data"]
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-
-    fn fault(&self, status: u16, count: u32, when: &str, path: &str) {
-        let r = self
-            .client
-            .post(format!("{}/_config/tollgate/faults", self.base))
-            .json(&json!({"status": status, "count": count, "when": when, "path": path}))
-            .send()
-            .unwrap();
-        assert!(r.status().is_success());
-    }
-
-    fn requests(&self) -> Vec<Value> {
-        self.client
-            .get(format!("{}/_config/tollgate/requests", self.base))
-            .send()
-            .unwrap()
-            .json::<Vec<Value>>()
-            .unwrap()
-    }
-}
-
-impl Drop for LocalStripe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn stripe_flags(ls: &LocalStripe) -> Vec<String> {
-    vec![
-        "--stripe-secret-key".into(),
-        STRIPE_KEY.into(),
-        "--stripe-api-base".into(),
-        ls.base.clone(),
-        "--stripe-webhook-secret".into(),
-        WEBHOOK_SECRET.into(),
-        "--stripe-backoff-base".into(),
-        "50ms".into(),
-        "--stripe-backoff-cap".into(),
-        "200ms".into(),
-        "--stripe-timeout".into(),
-        "10s".into(),
-        "--invoice-grace".into(),
-        "0s".into(),
-        "--invoice-every".into(),
-        "0s".into(),
-        "--alert-every".into(),
-        "0s".into(),
-    ]
-}
-
-fn start(data: &std::path::Path, ls: &LocalStripe, extra: &[&str]) -> Server {
-    let mut flags = stripe_flags(ls);
-    flags.extend(extra.iter().map(|s| (*s).to_owned()));
-    let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Server::start(data, &refs)
-}
-
-fn call(server: &Server, method: &str, path: &str, body: Option<&Value>) -> Reply {
-    server.request(
-        method,
-        path,
-        Some(ADMIN_KEY),
-        body.map(|_| "application/json"),
-        body.map(|b| reqwest::blocking::Body::from(b.to_string())),
-    )
-}
-
-fn expect(reply: Reply, status: u16, what: &str) -> Value {
-    assert_eq!(reply.status, status, "{what}: {}", reply.body);
-    reply.body
-}
-
-/// A flat plan of 49.00 EUR a month (plans are not synced: no call).
-fn plan(server: &Server) {
-    expect(
-        call(
-            server,
-            "POST",
-            "/v1/plans",
-            Some(&json!({
-                "key": "flat", "name": "Flat", "currency": "EUR", "interval": "month",
-                "prices": [{"key": "base", "name": "Platform fee", "model": {"type": "flat", "amount": "49.00"}}],
-            })),
-        ),
-        201,
-        "plan",
-    );
-}
-
-fn customer_body(key: &str) -> Value {
-    json!({"key": key, "name": "Acme", "email": "billing@acme.test", "currency": "EUR"})
-}
-
-/// `key` subscribed to the flat plan since the start of last month: one period has ended.
-fn subscribe(server: &Server, key: &str) {
-    let start = Timestamp::now()
-        .in_tz("UTC")
-        .unwrap()
-        .date()
-        .first_of_month()
-        .checked_sub(1.months())
-        .unwrap()
-        .in_tz("UTC")
-        .unwrap()
-        .timestamp()
-        .as_millisecond();
-    expect(
-        call(
-            server,
-            "POST",
-            "/v1/subscriptions",
-            Some(&json!({"customer": key, "plan": "flat", "start": rfc3339(start)})),
-        ),
-        201,
-        "subscription",
-    );
-}
-
-/// The plan, customer `key` and its subscription.
-fn customer_with_plan(server: &Server, key: &str) {
-    plan(server);
-    expect(
-        call(server, "POST", "/v1/customers", Some(&customer_body(key))),
-        201,
-        "customer",
-    );
-    subscribe(server, key);
-}
-
-/// A POST to a server that may exit (fault injection) before it answers: the answer, if any,
-/// is not looked at.
-fn post_tolerant(server: &Server, path: &str, body: &Value) {
-    let _ = reqwest::blocking::Client::new()
-        .post(format!("{}{path}", server.base()))
-        .bearer_auth(ADMIN_KEY)
-        .json(body)
-        .send();
-}
-
-/// Runs the invoices; answers the one finalized invoice of `key`.
-fn finalize_invoice(server: &Server, key: &str) -> Value {
-    let run = expect(
-        call(server, "POST", "/v1/invoices/run", Some(&json!({}))),
-        200,
-        "run",
-    );
-    assert_eq!(run["finalized"], 1, "{run}");
-    let list = expect(
-        call(server, "GET", &format!("/v1/invoices?customer={key}"), None),
-        200,
-        "invoices",
-    );
-    let list = list["data"].as_array().unwrap();
-    assert_eq!(list.len(), 1, "{list:?}");
-    list[0].clone()
-}
-
-fn calls(server: &Server) -> Vec<Value> {
-    expect(
-        call(server, "GET", "/v1/providers/stripe/calls", None),
-        200,
-        "calls",
-    )["data"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-/// Waits until every call is done (and there are `n`); panics with the calls if one failed.
-fn wait_calls_done(server: &Server, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let all = calls(server);
-        assert!(
-            all.iter().all(|c| c["status"] != "failed"),
-            "a call failed: {all:#?}\n{}",
-            server.log_text()
-        );
-        if all.len() == n && all.iter().all(|c| c["status"] == "done") {
-            return all;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "calls not done: {all:#?}\n{}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn objects(server: &Server, kind: &str) -> Vec<Value> {
-    expect(
-        call(
-            server,
-            "GET",
-            &format!("/v1/providers/stripe/objects?kind={kind}"),
-            None,
-        ),
-        200,
-        "objects",
-    )["data"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn stripe_customers_of(ls: &LocalStripe, key: &str) -> Vec<Value> {
-    ls.list("/v1/customers")
-        .into_iter()
-        .filter(|c| c["metadata"]["tollgate_key"] == key)
-        .collect()
-}
+use stripe_harness::*;
 
 #[test]
 fn customers_and_finalized_invoices_are_pushed_and_finalized_in_stripe() {
@@ -485,19 +140,6 @@ fn failed_answers_are_retried_with_backoff_and_a_lost_answer_makes_no_second_obj
     assert_eq!(si[0]["amount_due"], 4900);
 }
 
-/// Waits until the server process printed the fault-injection exit.
-fn wait_fault_exit(server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !server.log_text().contains("fault injection: exiting") {
-        assert!(
-            Instant::now() < deadline,
-            "no fault exit: {}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_crash_between_a_call_and_its_record_creates_no_second_stripe_object() {
     let dir = TestDir::new("stripe-crash");
@@ -565,60 +207,6 @@ fn a_crash_between_a_call_and_its_record_creates_no_second_stripe_object() {
 
 // ---- webhooks ----
 
-fn stripe_tool(command: &str, arg: &str, payload: &str) -> String {
-    let mut child = Command::new(python())
-        .arg(support("stripe_sign.py"))
-        .args([command, WEBHOOK_SECRET, arg])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(payload.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// A `Stripe-Signature` made by Stripe's library for `payload` at `at_s`.
-fn stripe_sign(payload: &str, at_s: i64) -> String {
-    stripe_tool("sign", &at_s.to_string(), payload)
-}
-
-fn now_s() -> i64 {
-    now_ms() / 1000
-}
-
-fn post_webhook(server: &Server, payload: &str, signature: Option<&str>) -> Reply {
-    let client = reqwest::blocking::Client::new();
-    let mut req = client
-        .post(format!("{}/v1/providers/stripe/webhook", server.base()))
-        .header("content-type", "application/json")
-        .body(payload.to_owned());
-    if let Some(sig) = signature {
-        req = req.header("Stripe-Signature", sig);
-    }
-    let resp = req.send().unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.json::<Value>().unwrap_or(Value::Null);
-    Reply { status, body }
-}
-
-fn event(id: &str, kind: &str, object: Value) -> String {
-    json!({"id": id, "object": "event", "type": kind, "api_version": "2024-06-20",
-           "created": now_s(), "data": {"object": object}})
-    .to_string()
-}
-
 #[test]
 fn stripe_webhooks_are_verified_and_applied_once() {
     let dir = TestDir::new("stripe-webhooks");
@@ -636,13 +224,13 @@ fn stripe_webhooks_are_verified_and_applied_once() {
 
     // Tollgate's signature scheme is Stripe's: a header made by Tollgate's core verifies
     // with stripe.Webhook.construct_event.
-    let probe = event("evt_probe", "customer.created", json!({"id": "cus_x"}));
+    let probe = stripe_event("evt_probe", "customer.created", json!({"id": "cus_x"}));
     let ours =
         tollgate_core::webhook::signature_header(&[WEBHOOK_SECRET], now_s(), probe.as_bytes());
     assert_eq!(stripe_tool("verify", &ours, &probe), "ok evt_probe");
 
     // A failed payment attempt: recorded, the invoice stays finalized.
-    let failed = event(
+    let failed = stripe_event(
         "evt_failed_1",
         "invoice.payment_failed",
         json!({"id": si, "object": "invoice", "attempt_count": 1, "amount_paid": 0, "metadata": meta}),
@@ -669,7 +257,7 @@ fn stripe_webhooks_are_verified_and_applied_once() {
     assert_eq!(got["status"], "finalized");
 
     // Paid: the invoice is paid, by the same transition as POST /v1/invoices/{id}/pay.
-    let paid = event(
+    let paid = stripe_event(
         "evt_paid_1",
         "invoice.paid",
         json!({"id": si, "object": "invoice", "amount_paid": 4900, "charge": "ch_test_1",
@@ -711,7 +299,7 @@ fn stripe_webhooks_are_verified_and_applied_once() {
     assert_eq!(objects(&server, "invoice")[0], rec);
 
     // Refunds and disputes are recorded against the charge.
-    let refunded = event(
+    let refunded = stripe_event(
         "evt_refund_1",
         "charge.refunded",
         json!({"id": "ch_test_1", "object": "charge", "invoice": si, "amount": 4900, "amount_refunded": 1000}),
@@ -730,7 +318,7 @@ fn stripe_webhooks_are_verified_and_applied_once() {
         ),
         (Some("partially_refunded"), Some(1000))
     );
-    let dispute = event(
+    let dispute = stripe_event(
         "evt_dispute_1",
         "charge.dispute.created",
         json!({"id": "dp_1", "object": "dispute", "charge": "ch_test_1", "amount": 3900, "reason": "fraudulent"}),
@@ -751,7 +339,7 @@ fn stripe_webhooks_are_verified_and_applied_once() {
     );
 
     // Types Tollgate does not act on are acknowledged and ignored.
-    let other = event(
+    let other = stripe_event(
         "evt_other",
         "customer.updated",
         json!({"id": "cus_x", "object": "customer"}),
@@ -764,7 +352,7 @@ fn stripe_webhooks_are_verified_and_applied_once() {
     assert_eq!(body["outcome"], "ignored");
 
     // Refusals, each agreeing with Stripe's own library.
-    let late = event(
+    let late = stripe_event(
         "evt_paid_2",
         "invoice.paid",
         json!({"id": si, "amount_paid": 1}),

@@ -53,6 +53,18 @@ impl From<BillingStoreError> for ApiError {
                 };
                 ApiError::new(status, e.code(), e.to_string())
             }
+            BillingStoreError::Refund(ref r) => {
+                use tollgate_core::refund::RefundError as R;
+                let status = match r {
+                    R::NothingToRefund | R::NotPending { .. } => StatusCode::CONFLICT,
+                    R::InvalidAmount { .. } | R::MemoTooLong { .. } => StatusCode::BAD_REQUEST,
+                    R::ExceedsRefundable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                ApiError::new(status, e.code(), e.to_string())
+            }
+            BillingStoreError::Conflict { code, message } => {
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
             BillingStoreError::Invalid { code, message } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
             }

@@ -90,8 +90,11 @@ pub fn credit_note_response(n: &CreditNote) -> CreditNoteResponse {
         settlement: n.settlement.map(|s| CreditSettlementBody {
             amount_due_minor: s.amount_due_minor,
             balance_minor: s.balance_minor,
+            refund_minor: s.refund_minor,
         }),
         credit_grant: n.grant.clone(),
+        refund_requested: n.refund_requested,
+        refund: n.refund.clone(),
         created_by: n.created_by.clone(),
         created_at: time_text(n.created_ms),
         issued_at: n.issued_ms.map(time_text),

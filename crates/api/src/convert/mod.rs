@@ -7,6 +7,7 @@ pub mod entitlements;
 pub mod inspect;
 pub mod ipmeta;
 pub mod providers;
+pub mod refunds;
 pub mod webhooks;
 
 use tollgate_core::meter::{Aggregation, Condition, EventTypes, MeterSpec, parse_decimal};

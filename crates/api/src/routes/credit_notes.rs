@@ -10,7 +10,10 @@ use tollgate_store::Scope;
 use tollgate_store::billing::LIST_LIMIT_MAX;
 use tollgate_store::billing::credit_notes::{CreditNoteFilter, NewCreditNote};
 
-use super::{MANAGEMENT_BODY_BYTES_MAX, blocking, limit_param, query_params, read_json};
+use super::{
+    MANAGEMENT_BODY_BYTES_MAX, blocking, limit_param, next_after, query_params, read_json,
+    status_param,
+};
 use crate::ApiError;
 use crate::auth::authorize;
 use crate::convert::billing::customer_key;
@@ -53,6 +56,7 @@ pub(crate) async fn create(
         origin: Origin::Manual,
         actor: key.id,
         require_approval: body.require_approval,
+        refund: body.refund,
     };
     let st = state.clone();
     let note = blocking(move || {
@@ -95,25 +99,17 @@ pub(crate) async fn list(
             .map(|c| customer_key(c))
             .transpose()?,
         invoice: params.get("invoice").cloned(),
-        status: params
-            .get("status")
-            .map(|s| {
-                CreditStatus::parse(s).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_status",
-                        "status is pending_approval, issued or rejected",
-                    )
-                })
-            })
-            .transpose()?,
+        status: status_param(
+            &params,
+            CreditStatus::parse,
+            "pending_approval, issued or rejected",
+        )?,
         after: params.get("after").cloned(),
         limit,
     };
     let st = state.clone();
     let notes = blocking(move || Ok(st.billing.credit_notes(&filter)?)).await?;
-    let next_after = (notes.len() == limit)
-        .then(|| notes.last().map(|n| n.id.clone()))
-        .flatten();
+    let next_after = next_after(&notes, limit, |n| &n.id);
     Ok(Json(CreditNoteList {
         data: notes.iter().map(credit_note_response).collect(),
         next_after,

@@ -7,7 +7,9 @@ use axum::http::{HeaderMap, StatusCode};
 use tollgate_store::Scope;
 use tollgate_store::billing::LIST_LIMIT_MAX;
 
-use super::{MANAGEMENT_BODY_BYTES_MAX, blocking, limit_param, query_params, read_json};
+use super::{
+    MANAGEMENT_BODY_BYTES_MAX, blocking, limit_param, next_after, query_params, read_json,
+};
 use crate::ApiError;
 use crate::auth::authorize;
 use crate::convert::billing::{
@@ -98,9 +100,7 @@ pub(crate) async fn list(
     let after = params.get("after").cloned();
     let st = state.clone();
     let customers = blocking(move || Ok(st.billing.customers(after.as_deref(), limit)?)).await?;
-    let next_after = (customers.len() == limit)
-        .then(|| customers.last().map(|c| c.key.to_string()))
-        .flatten();
+    let next_after = next_after(&customers, limit, |c| c.key.as_str());
     Ok(Json(CustomerList {
         data: customers.iter().map(customer_response).collect(),
         next_after,

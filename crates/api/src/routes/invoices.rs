@@ -16,7 +16,10 @@ use tollgate_store::Scope;
 use tollgate_store::billing::run::{self, RunOptions, RunReport};
 use tollgate_store::billing::{InvoiceFilter, LIST_LIMIT_MAX};
 
-use super::{MANAGEMENT_BODY_BYTES_MAX, blocking, limit_param, query_params, read_json};
+use super::{
+    MANAGEMENT_BODY_BYTES_MAX, blocking, limit_param, next_after, query_params, read_json,
+    status_param,
+};
 use crate::ApiError;
 use crate::auth::authorize;
 use crate::convert::billing::{customer_key, invoice_response, line_body, month, run_response};
@@ -80,25 +83,17 @@ pub(crate) async fn list(
             .get("customer")
             .map(|c| customer_key(c))
             .transpose()?,
-        status: params
-            .get("status")
-            .map(|s| {
-                InvoiceStatus::parse(s).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_status",
-                        "status is draft, finalized, paid or void",
-                    )
-                })
-            })
-            .transpose()?,
+        status: status_param(
+            &params,
+            InvoiceStatus::parse,
+            "draft, finalized, paid or void",
+        )?,
         after: params.get("after").cloned(),
         limit,
     };
     let st = state.clone();
     let invoices = blocking(move || Ok(st.billing.invoices(&filter)?)).await?;
-    let next_after = (invoices.len() == limit)
-        .then(|| invoices.last().map(|i| i.id.clone()))
-        .flatten();
+    let next_after = next_after(&invoices, limit, |i| &i.id);
     Ok(Json(InvoiceList {
         data: invoices.iter().map(invoice_response).collect(),
         next_after,

@@ -16,6 +16,7 @@ pub(crate) mod ops;
 pub(crate) mod plans;
 pub(crate) mod portal_sessions;
 pub(crate) mod providers;
+pub(crate) mod refunds;
 pub(crate) mod subscriptions;
 pub mod usage;
 pub(crate) mod webhooks;
@@ -114,4 +115,27 @@ pub(crate) fn limit_param(
             .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| ApiError::bad_request("invalid_limit", format!("limit is 1..={max}"))),
     }
+}
+
+/// The `status` parameter read by `parse`, or 400 `invalid_status` saying which are `allowed`.
+pub(crate) fn status_param<T>(
+    params: &std::collections::BTreeMap<String, String>,
+    parse: impl Fn(&str) -> Option<T>,
+    allowed: &str,
+) -> Result<Option<T>, ApiError> {
+    params
+        .get("status")
+        .map(|s| {
+            parse(s).ok_or_else(|| {
+                ApiError::bad_request("invalid_status", format!("status is {allowed}"))
+            })
+        })
+        .transpose()
+}
+
+/// Where the next page starts: the id of the last item of a full page (`None` on the last page).
+pub(crate) fn next_after<T>(page: &[T], limit: usize, id: impl Fn(&T) -> &str) -> Option<String> {
+    (page.len() == limit)
+        .then(|| page.last().map(|item| id(item).to_owned()))
+        .flatten()
 }

@@ -188,3 +188,40 @@ pub(crate) async fn calls(
     .await?;
     Ok(Json(ProviderCallList { data }))
 }
+
+/// Put a failed call back in the queue (after fixing what made it fail): it resumes after its
+/// last recorded step; a step sent without a recorded outcome is looked up at Stripe first, so
+/// a retry never creates a second object or refunds twice.
+#[utoipa::path(
+    post,
+    path = "/v1/providers/stripe/calls/{id}/retry",
+    tag = "providers",
+    params(("id" = String, Path)),
+    responses(
+        (status = 202, description = "Queued again"),
+        (status = 404, description = "`provider_call_not_found`", body = ErrorResponse),
+        (status = 409, description = "`provider_call_not_failed`", body = ErrorResponse),
+    ),
+    security(("api_key" = ["admin"]))
+)]
+pub(crate) async fn retry_call(
+    State(state): State<crate::State>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::http::StatusCode, ApiError> {
+    authorize(&state, &headers, Scope::Admin)?;
+    let st = state.clone();
+    let call = id.clone();
+    match blocking(move || Ok(st.providers.retry_call(&call, st.engine.now())?)).await? {
+        Some(true) => Ok(axum::http::StatusCode::ACCEPTED),
+        Some(false) => Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "provider_call_not_failed",
+            format!("call {id} is not failed: only a failed call is retried by hand"),
+        )),
+        None => Err(ApiError::not_found(
+            "provider_call_not_found",
+            format!("no provider call {id}"),
+        )),
+    }
+}

@@ -40,6 +40,10 @@ pub struct CreditNoteBody {
     /// Keep the note `pending_approval` until another call approves it (four eyes).
     #[serde(default)]
     pub require_approval: bool,
+    /// On a paid invoice, pay what the note gives back to the customer as a refund of the
+    /// payment (as far as what was collected allows) instead of credit balance.
+    #[serde(default)]
+    pub refund: bool,
 }
 
 /// A line of a credit note.
@@ -62,6 +66,8 @@ pub struct CreditSettlementBody {
     pub amount_due_minor: i64,
     /// Added to the customer's credit balance (a ledger grant).
     pub balance_minor: i64,
+    /// Paid back as a refund (see `refund`).
+    pub refund_minor: i64,
 }
 
 /// A credit note.
@@ -99,6 +105,10 @@ pub struct CreditNoteResponse {
     pub settlement: Option<CreditSettlementBody>,
     /// The ledger grant holding the balance part.
     pub credit_grant: Option<String>,
+    /// The note asked for its money back as a refund.
+    pub refund_requested: bool,
+    /// The refund paying the refund part back.
+    pub refund: Option<String>,
     /// API key id of the creator, or `invoice_run`.
     pub created_by: String,
     /// RFC 3339.

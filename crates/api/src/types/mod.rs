@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod ipmeta;
 pub mod portal;
 pub mod providers;
+pub mod refunds;
 pub mod webhooks;
 
 use std::collections::BTreeMap;

@@ -525,6 +525,22 @@ pub struct Settlement {
     pub amount_due_minor: i64,
     /// Added to the customer's credit balance (usable on later invoices).
     pub balance_minor: i64,
+    /// Paid back as a refund (a note on a paid invoice that asked for its money back).
+    #[serde(default)]
+    pub refund_minor: i64,
+}
+
+impl Settlement {
+    /// Moves up to `refundable_minor` of the balance part to a refund (the note asked for its
+    /// money back; what cannot be refunded stays credit balance).
+    pub fn refund_up_to(self, refundable_minor: i64) -> Settlement {
+        let refund = self.balance_minor.clamp(0, refundable_minor.max(0));
+        Settlement {
+            amount_due_minor: self.amount_due_minor,
+            balance_minor: self.balance_minor - refund,
+            refund_minor: self.refund_minor + refund,
+        }
+    }
 }
 
 /// Splits an issued note: an unpaid invoice owes less first (down to zero); the rest, and all
@@ -538,6 +554,7 @@ pub fn settle(status: InvoiceStatus, amount_due_left_minor: i64, total_minor: i6
     Settlement {
         amount_due_minor: to_due,
         balance_minor: total_minor - to_due,
+        refund_minor: 0,
     }
 }
 

@@ -324,26 +324,35 @@ fn policy_issues_small_automatic_notes_and_queues_large_ones() {
 
 #[test]
 fn settlement_lowers_what_is_owed_first_then_the_balance() {
+    let split = |due, balance, refund| Settlement {
+        amount_due_minor: due,
+        balance_minor: balance,
+        refund_minor: refund,
+    };
     assert_eq!(
         settle(InvoiceStatus::Finalized, 700, 1_000),
-        Settlement {
-            amount_due_minor: 700,
-            balance_minor: 300
-        }
+        split(700, 300, 0)
     );
     assert_eq!(
         settle(InvoiceStatus::Finalized, 5_000, 1_000),
-        Settlement {
-            amount_due_minor: 1_000,
-            balance_minor: 0
-        }
+        split(1_000, 0, 0)
     );
     assert_eq!(
         settle(InvoiceStatus::Paid, 5_000, 1_000),
-        Settlement {
-            amount_due_minor: 0,
-            balance_minor: 1_000
-        }
+        split(0, 1_000, 0)
+    );
+    // Asked for its money back: the balance part is refunded as far as the payment allows.
+    assert_eq!(
+        settle(InvoiceStatus::Paid, 5_000, 1_000).refund_up_to(600),
+        split(0, 400, 600)
+    );
+    assert_eq!(
+        settle(InvoiceStatus::Paid, 5_000, 1_000).refund_up_to(9_000),
+        split(0, 0, 1_000)
+    );
+    assert_eq!(
+        settle(InvoiceStatus::Finalized, 700, 1_000).refund_up_to(9_000),
+        split(700, 0, 300)
     );
 }
 

@@ -3,7 +3,7 @@
 //! invoice's payment state.
 //!
 //! Owns: [`CallKind`] (the kinds of outgoing call, one per Tollgate object that is pushed:
-//! sync a customer, push an invoice; a refund will be the next kind), [`idempotency_key`] (one
+//! sync a customer, push an invoice, create a refund), [`idempotency_key`] (one
 //! key per call step, derived from the Tollgate object, its version and the step, never from
 //! time or randomness), [`ProviderEvent`] (a Stripe event reduced to what Tollgate records),
 //! [`PaymentState`] and [`PaymentRecord::apply`] (how an event moves the recorded payment
@@ -37,6 +37,8 @@ pub const STRIPE_WEBHOOK_BODY_BYTES_MAX: usize = 1024 * 1024;
 pub const METADATA_KEY: &str = "tollgate_key";
 /// The metadata key carrying the Tollgate invoice id on Stripe invoices and invoice items.
 pub const METADATA_INVOICE: &str = "tollgate_invoice";
+/// The metadata key carrying the Tollgate refund id on Stripe refunds.
+pub const METADATA_REFUND: &str = "tollgate_refund";
 
 /// A payment provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,7 +66,7 @@ impl Provider {
 }
 
 /// What an outgoing call does. Each kind names the Tollgate object it carries (a customer key,
-/// an invoice id); a later kind (`create_refund`, keyed by the refund id) slots in beside these.
+/// an invoice id, a refund id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallKind {
@@ -72,17 +74,24 @@ pub enum CallKind {
     SyncCustomer,
     /// Create the invoice with its lines at the provider, then finalize it there.
     PushInvoice,
+    /// Refund (part of) the charge that paid an invoice.
+    CreateRefund,
 }
 
 impl CallKind {
     /// Every kind.
-    pub const ALL: [CallKind; 2] = [CallKind::SyncCustomer, CallKind::PushInvoice];
+    pub const ALL: [CallKind; 3] = [
+        CallKind::SyncCustomer,
+        CallKind::PushInvoice,
+        CallKind::CreateRefund,
+    ];
 
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
             CallKind::SyncCustomer => "sync_customer",
             CallKind::PushInvoice => "push_invoice",
+            CallKind::CreateRefund => "create_refund",
         }
     }
 
@@ -213,6 +222,16 @@ pub enum ProviderEvent {
         /// Amount disputed (minor units).
         amount_minor: i64,
     },
+    /// `charge.refund.updated`, `refund.updated`, `refund.failed`: a refund's status moved
+    /// (Stripe settles some refunds later than it answers the request).
+    RefundUpdated {
+        /// The provider's refund id.
+        refund: String,
+        /// Its status as the provider names it.
+        status: String,
+        /// The Tollgate refund named in its metadata, if any.
+        tollgate_refund: Option<String>,
+    },
     /// Any other type: acknowledged and ignored.
     Ignored,
 }
@@ -299,6 +318,18 @@ impl StripeEvent {
                 })?,
                 amount_minor: minor(object, "amount")?,
             },
+            "charge.refund.updated" | "refund.updated" | "refund.failed" => {
+                ProviderEvent::RefundUpdated {
+                    refund: text(object, "id")?,
+                    status: text(object, "status")?,
+                    tollgate_refund: object
+                        .get("metadata")
+                        .and_then(|m| m.get(METADATA_REFUND))
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned),
+                }
+            }
             _ => ProviderEvent::Ignored,
         };
         let tollgate_invoice = object
@@ -374,7 +405,7 @@ impl PaymentRecord {
                 next.amount_disputed_minor = *amount_minor;
                 next.state = PaymentState::Disputed;
             }
-            ProviderEvent::Ignored => {}
+            ProviderEvent::RefundUpdated { .. } | ProviderEvent::Ignored => {}
         }
         assert!(
             next.amount_refunded_minor <= next.amount_paid_minor,

@@ -8,14 +8,14 @@
 //! for the customer, never expiring, drawn by later invoices.
 //!
 //! Does not own: how much may be credited, tax, policy and settlement rules
-//! (`tollgate_core::credit_note`), or refunds (a later step turns a note on a paid invoice into
-//! a refund instead of balance when asked).
+//! (`tollgate_core::credit_note`), or refunds (`super::refunds`; a note on a paid invoice that
+//! asks for its money back creates its refund in the transaction that issues it).
 //!
 //! Invariants: the caps are checked inside the write transaction that inserts the note, against
 //! every issued and pending note of the invoice, so two concurrent requests cannot together
 //! exceed the invoice; an issued or rejected note never changes (a trigger refuses it).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use tollgate_core::billing::CustomerKey;
 use tollgate_core::credit_note::{
@@ -24,8 +24,10 @@ use tollgate_core::credit_note::{
 };
 use tollgate_core::invoice::InvoiceStatus;
 use tollgate_core::ledger::{self, Grant};
+use tollgate_core::refund::{RefundOrigin, RefundReason};
 use tollgate_core::time::UnixMs;
 
+use super::refunds::{NewRefund, create_refund_in, refundable_in};
 use super::{
     BillingStore, BillingStoreError, Invoice, LIST_LIMIT_MAX, append_entries, from_json,
     invoice_in, not_found, to_json,
@@ -61,6 +63,12 @@ pub struct CreditNote {
     pub settlement: Option<Settlement>,
     /// The ledger grant that holds the balance part, if any.
     pub grant: Option<String>,
+    /// The note asked for its money back as a refund.
+    #[serde(default)]
+    pub refund_requested: bool,
+    /// The refund that pays the refund part back, if any.
+    #[serde(default)]
+    pub refund: Option<String>,
     /// Who created it (an API key id, or `invoice_run`).
     pub created_by: String,
     /// Created.
@@ -90,6 +98,9 @@ pub struct NewCreditNote {
     pub actor: String,
     /// Wait for a second person's approval even when the policy would issue it.
     pub require_approval: bool,
+    /// Give what the note returns on a paid invoice back as a refund of the payment (as far as
+    /// what was collected allows), instead of credit balance.
+    pub refund: bool,
 }
 
 /// Filters of a credit-note listing.
@@ -148,6 +159,8 @@ impl BillingStore {
                 content,
                 settlement: None,
                 grant: None,
+                refund_requested: new.refund,
+                refund: None,
                 created_by: new.actor.clone(),
                 created_ms: now,
                 issued_ms: None,
@@ -266,7 +279,7 @@ fn origin_name(origin: Origin) -> &'static str {
 
 /// Issues `note` in `tx`: re-checks the caps against `others`, numbers it, settles it.
 fn issue_in(
-    tx: &Connection,
+    tx: &Transaction<'_>,
     note: &mut CreditNote,
     invoice: &Invoice,
     others: &[CreditNote],
@@ -287,8 +300,30 @@ fn issue_in(
         .into());
     }
     let due_left = amount_due_left_in(tx, invoice)?;
-    let settlement = credit_note::settle(invoice.status, due_left, note.content.total_minor);
+    let mut settlement = credit_note::settle(invoice.status, due_left, note.content.total_minor);
     note.number = Some(next_number(tx, now)?);
+    if note.refund_requested {
+        settlement = settlement.refund_up_to(refundable_in(tx, invoice)?);
+        if settlement.refund_minor > 0 {
+            let refund = create_refund_in(
+                tx,
+                &NewRefund {
+                    invoice: invoice.id.clone(),
+                    amount_minor: Some(settlement.refund_minor),
+                    reason: RefundReason::CreditNote,
+                    memo: format!(
+                        "credit note {}",
+                        note.number.as_deref().unwrap_or(note.id.as_str())
+                    ),
+                    origin: RefundOrigin::CreditNote,
+                    origin_ref: Some(note.id.clone()),
+                    actor: "credit_note".into(),
+                },
+                now,
+            )?;
+            note.refund = Some(refund.id);
+        }
+    }
     note.status = CreditStatus::Issued;
     note.issued_ms = Some(now);
     note.settlement = Some(settlement);
@@ -369,7 +404,10 @@ fn notes_of_invoice(c: &Connection, invoice: &str) -> Result<Vec<CreditNote>, Bi
     docs.iter().map(|d| from_json("credit note", d)).collect()
 }
 
-fn amount_due_left_in(c: &Connection, invoice: &Invoice) -> Result<i64, BillingStoreError> {
+pub(super) fn amount_due_left_in(
+    c: &Connection,
+    invoice: &Invoice,
+) -> Result<i64, BillingStoreError> {
     let taken: i64 = notes_of_invoice(c, &invoice.id)?
         .iter()
         .filter(|n| n.status == CreditStatus::Issued)

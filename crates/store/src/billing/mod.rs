@@ -15,6 +15,7 @@ pub mod credit_notes;
 pub mod entitlements;
 mod provider_events;
 pub use provider_events::EventApplied;
+pub mod refunds;
 pub mod run;
 pub mod settings;
 
@@ -67,6 +68,17 @@ pub enum BillingStoreError {
     /// A credit-note rule refused the change.
     #[error(transparent)]
     Credit(#[from] tollgate_core::credit_note::CreditNoteError),
+    /// A refund rule refused the change.
+    #[error(transparent)]
+    Refund(#[from] tollgate_core::refund::RefundError),
+    /// The object's state does not allow the change now (409), with its stable code.
+    #[error("{message}")]
+    Conflict {
+        /// The stable code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
     /// A request broke a rule of a store-level object (alerts), with its stable code.
     #[error("{message}")]
     Invalid {
@@ -100,6 +112,7 @@ impl BillingStoreError {
                 "entitlement override" => "override_not_found",
                 "alert" => "alert_not_found",
                 "credit note" => "credit_note_not_found",
+                "refund" => "refund_not_found",
                 _ => "not_found",
             },
             BillingStoreError::AlreadyExists { what, .. } => match *what {
@@ -110,7 +123,10 @@ impl BillingStoreError {
             },
             BillingStoreError::Domain(e) => e.code(),
             BillingStoreError::Credit(e) => e.code(),
-            BillingStoreError::Invalid { code, .. } => code,
+            BillingStoreError::Refund(e) => e.code(),
+            BillingStoreError::Conflict { code, .. } | BillingStoreError::Invalid { code, .. } => {
+                code
+            }
             BillingStoreError::Store(e) => e.code(),
         }
     }

@@ -1,13 +1,14 @@
 //! Provider webhook events applied to invoices: one transaction records the event id, moves
 //! the provider object's payment record, and (for `invoice.paid`) marks the invoice paid with
-//! the same transition as `POST /v1/invoices/{id}/pay`. A replayed event id changes nothing.
+//! the same transition as `POST /v1/invoices/{id}/pay`; a refund's status update settles the
+//! Tollgate refund it names. A replayed event id changes nothing.
 
 use rusqlite::Transaction;
 use tollgate_core::invoice::{InvoiceChange, InvoiceStatus};
 use tollgate_core::provider::{Provider, ProviderEvent, StripeEvent};
 use tollgate_core::time::UnixMs;
 
-use super::{BillingStore, BillingStoreError, change_invoice_in, invoice_in};
+use super::{BillingStore, BillingStoreError, change_invoice_in, invoice_in, refunds};
 use crate::providers::{self, ProviderObject};
 
 /// What applying an event did.
@@ -76,7 +77,7 @@ fn find(
             charge, invoice, ..
         } => (invoice.as_deref(), Some(charge.as_str())),
         ProviderEvent::DisputeCreated { charge, .. } => (None, Some(charge.as_str())),
-        ProviderEvent::Ignored => return Ok(None),
+        ProviderEvent::RefundUpdated { .. } | ProviderEvent::Ignored => return Ok(None),
     };
     if let Some(found) = providers::invoice_object_by(tx, provider, invoice, charge)? {
         return Ok(Some(found));
@@ -95,6 +96,24 @@ fn apply(
 ) -> Result<(String, Option<String>), BillingStoreError> {
     if event.event == ProviderEvent::Ignored {
         return Ok(("ignored".into(), None));
+    }
+    if let ProviderEvent::RefundUpdated {
+        refund,
+        status,
+        tollgate_refund,
+    } = &event.event
+    {
+        let Some(found) =
+            refunds::refund_by_provider_id(tx, provider, refund, tollgate_refund.as_deref())?
+        else {
+            return Ok(("unknown_object".into(), None));
+        };
+        let failure = (status == "failed").then_some("the provider reported the refund failed");
+        let after = refunds::apply_provider_status(tx, &found.id, refund, status, failure, now)?;
+        return Ok((
+            format!("refund_{}", after.status.as_str()),
+            Some(after.invoice),
+        ));
     }
     let Some(object) = find(tx, provider, event)? else {
         if let Some(key) = &event.tollgate_invoice {
@@ -125,7 +144,7 @@ fn apply(
         ProviderEvent::InvoicePaymentFailed { .. } => "payment_failed",
         ProviderEvent::ChargeRefunded { .. } => "refund_recorded",
         ProviderEvent::DisputeCreated { .. } => "dispute_recorded",
-        ProviderEvent::Ignored => "ignored",
+        ProviderEvent::RefundUpdated { .. } | ProviderEvent::Ignored => "ignored",
     };
     Ok((outcome.into(), Some(key)))
 }

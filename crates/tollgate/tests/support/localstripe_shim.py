@@ -11,7 +11,7 @@
 - Fault injection for retry tests: `POST /_config/tollgate/faults` with `status`, `count`, `when`
   (`before`: answer `status` without doing the request; `after`: do it, then answer `status`
   anyway, the way a lost answer looks) and optional `path` (a prefix) makes the next `count`
-  matching /v1 requests fail. `GET /_config/tollgate/requests` lists every /v1 request seen (method,
+  matching /v1 requests fail; `DELETE /_config/tollgate/faults` clears them. `GET /_config/tollgate/requests` lists every /v1 request seen (method,
   path, Idempotency-Key).
 
 Usage: python localstripe_shim.py PORT
@@ -93,12 +93,18 @@ async def add_fault(request):
     return web.json_response({"ok": True})
 
 
+async def clear_faults(request):
+    FAULTS.clear()
+    return web.json_response({"ok": True})
+
+
 async def list_requests(request):
     return web.json_response(REQUESTS)
 
 
 server.app.middlewares.insert(0, faults)
 server.app.router.add_post("/_config/tollgate/faults", add_fault)
+server.app.router.add_delete("/_config/tollgate/faults", clear_faults)
 server.app.router.add_get("/_config/tollgate/requests", list_requests)
 # Extra routes must come before /v1/invoices/{id}; aiohttp matches in order, and
 # `/finalize` has its own segment, so appending is enough.
