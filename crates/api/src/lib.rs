@@ -22,6 +22,7 @@ pub mod types;
 pub mod routes_support {
     pub use crate::routes::alerts::run_evaluation;
     pub use crate::routes::invoices::{describe as describe_run, run_cycle};
+    pub use crate::routes::reconciliation::{parse_month, run_reconciliation};
     pub use crate::routes::usage::{UsageParams, build_query};
 }
 
@@ -61,6 +62,29 @@ pub struct AppState {
     pub dropin: convert::dropin::Mapping,
     /// Inspection rule-set versions and the current compiled one.
     pub inspect: tollgate_store::inspect::Inspection,
+    /// Reads the payment provider's own records for reconciliation (`None`: reconciliation
+    /// compares with Tollgate's copy of what the provider's webhooks said).
+    pub provider_records: Option<Arc<dyn ProviderRecords>>,
+    /// Whether reconciliation refunds overpayments by default.
+    pub reconcile_refund_overpayments: bool,
+}
+
+/// A payment provider's own records of Tollgate's invoices, read for reconciliation (the
+/// binary's Stripe client implements it).
+pub trait ProviderRecords: Send + Sync {
+    /// The provider's record of each `(invoice id, provider id)`: `None` for an invoice never
+    /// pushed or unknown to the provider. Fails when the provider cannot be read.
+    fn fetch(
+        &self,
+        scope: Vec<(String, Option<String>)>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<tollgate_store::billing::reconcile::ProviderViews, String>,
+                > + Send
+                + '_,
+        >,
+    >;
 }
 
 /// Shared state handle.
@@ -163,6 +187,14 @@ pub fn router(state: State) -> Router {
         .route("/v1/refunds/{id}/cancel", post(routes::refunds::cancel))
         .route("/v1/refunds/{id}/succeed", post(routes::refunds::succeed))
         .route("/v1/refunds/{id}/fail", post(routes::refunds::fail))
+        .route(
+            "/v1/reconciliation/runs",
+            post(routes::reconciliation::create).get(routes::reconciliation::list),
+        )
+        .route(
+            "/v1/reconciliation/runs/{id}",
+            get(routes::reconciliation::get),
+        )
         .route(
             "/v1/invoices/{id}/lines/{line}/explain",
             get(routes::invoices::explain),

@@ -8,7 +8,7 @@ use crate::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credit notes, credits, entitlements, sessions, alerts, signed webhooks, IP metadata."),
+    info(title = "Tollgate", description = "Usage metering and billing: exact ingest, meters, usage, customers, plans, subscriptions, invoices, credit notes, refunds, reconciliation, credits, entitlements, sessions, alerts, signed webhooks, IP metadata."),
     paths(
         routes::events::ingest,
         routes::dropin::orb_ingest,
@@ -56,6 +56,9 @@ use crate::routes;
         routes::refunds::cancel,
         routes::refunds::succeed,
         routes::refunds::fail,
+        routes::reconciliation::create,
+        routes::reconciliation::list,
+        routes::reconciliation::get,
         routes::invoices::run_now,
         routes::invoices::explain,
         routes::entitlements::check,

@@ -207,3 +207,92 @@ pub fn invoice_page(
         id: inv.id.clone(),
     }
 }
+
+/// One difference as shown on the reconciliation page.
+pub struct DifferenceView {
+    /// Comparison.
+    pub kind: &'static str,
+    /// Class (also the row's CSS class).
+    pub class: &'static str,
+    /// Customer key.
+    pub customer: String,
+    /// Invoice id, or empty.
+    pub invoice: String,
+    /// What was compared.
+    pub field: String,
+    /// Tollgate's side.
+    pub left_object: String,
+    /// Its value.
+    pub left_value: String,
+    /// The other side.
+    pub right_object: String,
+    /// Its value.
+    pub right_value: String,
+    /// Exact difference.
+    pub delta: String,
+    /// What a rule did.
+    pub repair: String,
+    /// For people.
+    pub detail: String,
+}
+
+/// The reconciliation report page (for admins).
+#[derive(Template)]
+#[template(path = "reconciliation.html")]
+pub struct ReconciliationPage {
+    /// `2026-11`.
+    pub period: String,
+    /// Run id.
+    pub id: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub finished_at: String,
+    /// Where the provider side came from.
+    pub provider_source: &'static str,
+    /// `usage: 12` per comparison.
+    pub checked: Vec<String>,
+    /// Unexplained differences.
+    pub unexplained: usize,
+    /// Every difference.
+    pub differences: Vec<DifferenceView>,
+}
+
+/// The reconciliation page of a report.
+pub fn reconciliation_page(report: &tollgate_core::reconcile::Report) -> ReconciliationPage {
+    ReconciliationPage {
+        period: report.period.clone(),
+        id: report.id.clone(),
+        started_at: report.started_at.clone(),
+        finished_at: report.finished_at.clone(),
+        provider_source: if report.provider_fetched {
+            "fetched from the provider"
+        } else {
+            "Tollgate's copy of the provider's webhooks"
+        },
+        checked: report
+            .checked
+            .iter()
+            .map(|(k, n)| format!("{}: {n}", k.as_str()))
+            .collect(),
+        unexplained: report.unexplained(),
+        differences: report
+            .differences
+            .iter()
+            .map(|d| DifferenceView {
+                kind: d.kind.as_str(),
+                class: d.class.as_str(),
+                customer: d.customer.clone(),
+                invoice: d.invoice.clone().unwrap_or_default(),
+                field: d.field.clone(),
+                left_object: d.left.object.clone(),
+                left_value: d.left.value.clone(),
+                right_object: d.right.object.clone(),
+                right_value: d.right.value.clone(),
+                delta: d.delta.clone(),
+                repair: d.repair.clone().unwrap_or_default(),
+                detail: d.detail.clone(),
+            })
+            .collect(),
+    }
+}

@@ -23,6 +23,7 @@ pub mod limits;
 pub mod meter;
 pub mod money;
 pub mod pricing;
+pub mod reconcile;
 pub mod provider;
 pub mod refund;
 pub mod sessions;

@@ -593,6 +593,78 @@ impl Engine {
         Ok(page)
     }
 
+    /// Recomputes usage from the raw events, independently of the live rollups (for
+    /// reconciliation): fresh rollups of the `meters` named, folded from every stored event
+    /// whose time is in `[from, to)` and whose subject is in `subjects`. Also returns, per
+    /// subject, `(event time, commit instant)` of the kept events committed after `late_after`.
+    pub fn recompute(
+        &self,
+        meters: &[MeterSlug],
+        subjects: &std::collections::HashSet<String>,
+        from: UnixMs,
+        to: UnixMs,
+        late_after: UnixMs,
+    ) -> Result<Recomputed, StoreError> {
+        let mut fresh: Vec<MeterUsage> = {
+            let map = self.rollups.read();
+            meters
+                .iter()
+                .filter_map(|slug| map.by_slug.get(slug))
+                .map(|r| MeterUsage::new(r.meter().clone()))
+                .collect()
+        };
+        let path = self.dir.join(crate::DB_FILE);
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StoreError::open(&path, e))?;
+        let mut late: BTreeMap<String, Vec<(UnixMs, UnixMs)>> = BTreeMap::new();
+        let mut events = 0u64;
+        parse_and_fold(
+            |send| {
+                frames::for_each_frame_in(&conn, from, to, 0, |frame, committed| {
+                    // A closed channel means the parse thread stopped on an error.
+                    Ok(send.send((frame, committed)).is_ok())
+                })
+            },
+            &mut fresh,
+            |e| e.time >= from && e.time < to && subjects.contains(e.subject.as_str()),
+            |event, committed| {
+                events += 1;
+                if committed > late_after {
+                    late.entry(event.subject.as_str().to_owned())
+                        .or_default()
+                        .push((event.time, committed));
+                }
+            },
+        )?;
+        Ok(Recomputed {
+            usage: fresh
+                .into_iter()
+                .map(|u| (u.meter().slug.clone(), u))
+                .collect(),
+            late,
+            events,
+        })
+    }
+
+    /// Fault injection for reconciliation tests (`serve --fault-rollup-event`, hidden): folds
+    /// one event into the live rollups without storing it, as if a rollup had been altered
+    /// behind the raw events' back. Never used outside tests.
+    pub fn inject_rollup_fault(&self, raw: &str, time: UnixMs) -> Result<(), StoreError> {
+        let event = Event::parse(raw, time)
+            .map_err(|e| StoreError::Corrupt(format!("fault event: {e}")))?;
+        let all: Vec<SharedRollup> = self.rollups.read().by_slug.values().cloned().collect();
+        for usage in all {
+            let observed = Observed::of(usage.meter(), &event);
+            let shard = shard_of(event.subject.as_str());
+            let mut by_shard: Vec<Vec<()>> = vec![Vec::new(); ROLLUP_SHARDS];
+            by_shard[shard].push(());
+            usage.apply_sharded(&by_shard, |rollup, ()| {
+                rollup.apply_observed(event.subject.as_str(), event.time, u64::MAX, &observed);
+            });
+        }
+        Ok(())
+    }
+
     /// Stops the writer after it has answered everything queued, and waits for it.
     pub fn close(mut self) {
         self.shutdown();
@@ -630,9 +702,19 @@ pub enum SubmitError {
     Store(StoreError),
 }
 
+/// Usage recomputed from raw events by [`Engine::recompute`].
+pub struct Recomputed {
+    /// Fresh rollups, by meter.
+    pub usage: BTreeMap<MeterSlug, MeterUsage>,
+    /// Per subject, `(event time, commit instant)` of events committed after the instant asked.
+    pub late: BTreeMap<String, Vec<(UnixMs, UnixMs)>>,
+    /// Events folded.
+    pub events: u64,
+}
+
 /// Stored events parsed and read by every meter, on their way from the parse thread to the
 /// apply thread of a replay.
-type ReplayChunk = Vec<(u64, Event, Vec<Observed>)>;
+type ReplayChunk = (UnixMs, Vec<(u64, Event, Vec<Observed>)>);
 
 /// Frames (or parsed chunks) in flight between the threads of a replay.
 const REPLAY_QUEUE_MAX: usize = 4;
@@ -648,59 +730,85 @@ fn replay(
     sessions: Option<&mut SessionBook>,
     rollups: &mut [MeterUsage],
 ) -> Result<u64, StoreError> {
-    let meters: Vec<Meter> = rollups.iter().map(|r| r.meter().clone()).collect();
     let need_events = !rollups.is_empty() || sessions.is_some();
     let mut events = 0u64;
+    let mut sessions = sessions;
+    parse_and_fold(
+        |send| {
+            frames::for_each_frame(conn, |frame| {
+                if let Some(index) = index.as_deref_mut() {
+                    let keys = frame.keys()?;
+                    index.reserve(keys.len());
+                    for (key, fp, time) in keys {
+                        index.insert(key, fp, time);
+                    }
+                }
+                events += u64::from(frame.event_count);
+                if need_events {
+                    // A closed channel means the parse thread stopped on an error, reported
+                    // by `parse_and_fold`.
+                    let _ = send.send((frame, UnixMs(0)));
+                }
+                Ok(())
+            })
+        },
+        rollups,
+        |_| true,
+        |event, _| {
+            if let Some(book) = sessions.as_deref_mut()
+                && let Some(s) = SessionEvent::of(event)
+            {
+                book.observe(event.subject.as_str(), &s, event.time);
+            }
+        },
+    )?;
+    Ok(events)
+}
+
+/// The parse and apply stages of a replay: `read` sends frames (with their commit instant) on
+/// this thread; a parse thread decompresses and parses their events, keeps those `keep`
+/// accepts and reads them with every meter; an apply thread folds them into `rollups` and
+/// shows each to `on_event` with its frame's commit instant.
+fn parse_and_fold(
+    read: impl FnOnce(&Sender<(frames::StoredFrame, UnixMs)>) -> Result<(), StoreError>,
+    rollups: &mut [MeterUsage],
+    keep: impl Fn(&Event) -> bool + Send,
+    mut on_event: impl FnMut(&Event, UnixMs) + Send,
+) -> Result<(), StoreError> {
+    let meters: Vec<Meter> = rollups.iter().map(|r| r.meter().clone()).collect();
     std::thread::scope(|scope| -> Result<(), StoreError> {
         let (frame_tx, frame_rx) =
-            crossbeam_channel::bounded::<frames::StoredFrame>(REPLAY_QUEUE_MAX);
+            crossbeam_channel::bounded::<(frames::StoredFrame, UnixMs)>(REPLAY_QUEUE_MAX);
         let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<ReplayChunk>(REPLAY_QUEUE_MAX);
         let parser = scope.spawn(move || -> Result<(), StoreError> {
-            for frame in frame_rx {
+            for (frame, committed) in frame_rx {
                 let mut chunk = Vec::with_capacity(frame.event_count as usize);
                 frame.for_each_event(|seq, time, raw| {
                     let event = Event::parse(raw, time)
                         .map_err(|e| StoreError::Corrupt(format!("stored event {seq}: {e}")))?;
-                    let observed = meters.iter().map(|m| Observed::of(m, &event)).collect();
-                    chunk.push((seq, event, observed));
+                    if keep(&event) {
+                        let observed = meters.iter().map(|m| Observed::of(m, &event)).collect();
+                        chunk.push((seq, event, observed));
+                    }
                     Ok(())
                 })?;
-                if chunk_tx.send(chunk).is_err() {
+                if chunk_tx.send((committed, chunk)).is_err() {
                     break;
                 }
             }
             Ok(())
         });
         let applier = scope.spawn(move || {
-            let mut sessions = sessions;
-            for chunk in chunk_rx {
+            for (committed, chunk) in chunk_rx {
                 for (seq, event, observed) in &chunk {
                     for (rollup, o) in rollups.iter_mut().zip(observed) {
                         rollup.apply_observed_mut(event, *seq, o);
                     }
-                    if let Some(book) = sessions.as_deref_mut()
-                        && let Some(s) = SessionEvent::of(event)
-                    {
-                        book.observe(event.subject.as_str(), &s, event.time);
-                    }
+                    on_event(event, committed);
                 }
             }
         });
-        let read = frames::for_each_frame(conn, |frame| {
-            if let Some(index) = index.as_deref_mut() {
-                let keys = frame.keys()?;
-                index.reserve(keys.len());
-                for (key, fp, time) in keys {
-                    index.insert(key, fp, time);
-                }
-            }
-            events += u64::from(frame.event_count);
-            if need_events {
-                // A closed channel means the parse thread stopped on an error, reported below.
-                let _ = frame_tx.send(frame);
-            }
-            Ok(())
-        });
+        let read = read(&frame_tx);
         drop(frame_tx);
         let parsed = parser.join().unwrap_or_else(|_| {
             Err(StoreError::Corrupt(
@@ -714,8 +822,7 @@ fn replay(
         }
         parsed?;
         read
-    })?;
-    Ok(events)
+    })
 }
 
 /// Work for the apply thread: a committed group to fold into the rollups and answer, or a

@@ -1,4 +1,5 @@
-//! Prometheus metrics of the engine: events by verdict, group-commit latency, writer queue depth.
+//! Prometheus metrics of the engine: events by verdict, group-commit latency, writer queue depth;
+//! and of reconciliation: differences of the last run by kind and class.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,6 +13,16 @@ use prometheus_client::registry::Registry;
 pub struct VerdictLabel {
     /// `accepted`, `duplicate`, `conflict` or `rejected`.
     pub verdict: &'static str,
+}
+
+/// Labels of the reconciliation gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DifferenceLabel {
+    /// `usage`, `pricing`, `provider` or `ledger`.
+    pub kind: &'static str,
+    /// `late_event_after_finalization`, `missing_provider_record`, `amount_drift`,
+    /// `status_drift` or `unexplained`.
+    pub class: &'static str,
 }
 
 /// The engine's metrics and the registry that renders them.
@@ -28,6 +39,12 @@ pub struct Metrics {
     pub frame_bytes: Counter,
     /// Identities held in the dedup index.
     pub dedup_identities: Gauge,
+    /// Differences found by the last reconciliation run, by kind and class.
+    pub reconciliation_differences: Family<DifferenceLabel, Gauge>,
+    /// Reconciliation runs completed.
+    pub reconciliation_runs: Counter,
+    /// When the last reconciliation run finished (Unix seconds).
+    pub reconciliation_last_run: Gauge,
 }
 
 impl Default for Metrics {
@@ -67,8 +84,29 @@ impl Metrics {
             "Event identities held in the dedup index",
             dedup_identities.clone(),
         );
+        let reconciliation_differences = Family::<DifferenceLabel, Gauge>::default();
+        registry.register(
+            "reconciliation_differences",
+            "Differences found by the last reconciliation run, by kind and class",
+            reconciliation_differences.clone(),
+        );
+        let reconciliation_runs = Counter::default();
+        registry.register(
+            "reconciliation_runs",
+            "Reconciliation runs completed",
+            reconciliation_runs.clone(),
+        );
+        let reconciliation_last_run = Gauge::default();
+        registry.register(
+            "reconciliation_last_run_timestamp_seconds",
+            "When the last reconciliation run finished",
+            reconciliation_last_run.clone(),
+        );
         Metrics {
             registry,
+            reconciliation_differences,
+            reconciliation_runs,
+            reconciliation_last_run,
             events,
             commit_seconds,
             queue_depth,
@@ -83,6 +121,25 @@ impl Metrics {
                 .get_or_create(&VerdictLabel { verdict })
                 .inc_by(n as u64);
         }
+    }
+
+    /// Publishes a reconciliation run: every (kind, class) pair is set, zero when absent, so
+    /// a difference that went away shows as zero.
+    pub fn record_reconciliation(&self, report: &tollgate_core::reconcile::Report, at: i64) {
+        let counts = report.counts();
+        for kind in tollgate_core::reconcile::Kind::ALL {
+            for class in tollgate_core::reconcile::Class::ALL {
+                let n = counts.get(&(kind, class)).copied().unwrap_or(0);
+                self.reconciliation_differences
+                    .get_or_create(&DifferenceLabel {
+                        kind: kind.as_str(),
+                        class: class.as_str(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        self.reconciliation_runs.inc();
+        self.reconciliation_last_run.set(at / 1000);
     }
 
     /// Renders the Prometheus text format.

@@ -107,6 +107,12 @@ pub enum Command {
     ///
     /// Example: tollgate export invoices --from 2026-11-01 --to 2026-12-01 --format parquet --out nov.parquet
     Export(crate::export_cmd::ExportArgs),
+    /// Reconcile a month: raw events against rollups, rollups re-priced against invoice lines,
+    /// invoices and refunds against the payment provider, ledgers against their entries.
+    /// Exit status 4 when a difference is unexplained.
+    ///
+    /// Example: tollgate reconcile --period 2026-11 --format csv --out nov-recon.csv
+    Reconcile(crate::reconcile_cmd::ReconcileArgs),
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
     /// Send an NDJSON file to a running server and measure throughput and latency.
@@ -261,6 +267,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tail(args) => crate::tail::run(args),
         Command::Invoice { command } => crate::invoice_cmd::run(command),
         Command::Export(args) => crate::export_cmd::run(args),
+        Command::Reconcile(args) => crate::reconcile_cmd::run(args),
         Command::Openapi => {
             print!("{}", tollgate_api::openapi::document_json());
             Ok(ExitCode::SUCCESS)

@@ -9,6 +9,8 @@
 //! invoice_every = "60s"       # how often `serve` runs the invoice cycle ("0s": never)
 //! session_timeout = "24h"     # a session without `session.ended` counts as open this long
 //! alert_every = "10s"         # how often `serve` evaluates alerts and limits ("0s": never)
+//! reconcile_every = "24h"     # how often `serve` reconciles the previous month ("0s": never)
+//! reconcile_refund_overpayments = false # refund what was collected beyond an invoice
 //! webhook_backoff_base = "10s" # first retry delay of a webhook delivery (doubles each time)
 //! webhook_backoff_cap = "6h"  # longest delay between two attempts
 //! webhook_timeout = "10s"     # timeout of one delivery request
@@ -49,6 +51,10 @@ pub struct FileConfig {
     pub session_timeout: Option<String>,
     /// Interval of alert evaluation in `serve`, e.g. "10s"; "0s" turns it off.
     pub alert_every: Option<String>,
+    /// Interval of the reconciliation of the previous month in `serve`; "0s" turns it off.
+    pub reconcile_every: Option<String>,
+    /// Whether reconciliation refunds overpayments.
+    pub reconcile_refund_overpayments: Option<bool>,
     /// First retry delay of a webhook delivery, e.g. "10s".
     pub webhook_backoff_base: Option<String>,
     /// Longest delay between two webhook attempts, e.g. "6h".
@@ -191,6 +197,14 @@ pub fn alert_every_ms(flag: Option<&str>, file: &FileConfig) -> anyhow::Result<i
     match flag.or(file.alert_every.as_deref()) {
         Some(text) => duration_ms("alert interval", text, 24 * 3600 * 1000),
         None => Ok(10_000),
+    }
+}
+
+/// Interval of the reconciliation scheduler: flag, then file, then 24h.
+pub fn reconcile_every_ms(flag: Option<&str>, file: &FileConfig) -> anyhow::Result<i64> {
+    match flag.or(file.reconcile_every.as_deref()) {
+        Some(text) => duration_ms("reconciliation interval", text, 31 * 24 * 3600 * 1000),
+        None => Ok(24 * 3600 * 1000),
     }
 }
 

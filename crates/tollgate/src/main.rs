@@ -16,6 +16,7 @@ mod inspectload;
 mod invoice_cmd;
 mod loadgen;
 mod provider_worker;
+mod reconcile_cmd;
 mod serve;
 mod tail;
 mod webhook_worker;

@@ -38,6 +38,13 @@ pub struct ServeArgs {
     /// How often to evaluate alert rules and metered limits (default 10s; 0s turns it off).
     #[arg(long, value_name = "DURATION")]
     pub alert_every: Option<String>,
+    /// How often to reconcile the previous month (default 24h; 0s turns it off). Reports are
+    /// kept (GET /v1/reconciliation/runs) and published as metrics.
+    #[arg(long, value_name = "DURATION")]
+    pub reconcile_every: Option<String>,
+    /// Reconciliation refunds what was collected beyond what an invoice asked.
+    #[arg(long)]
+    pub reconcile_refund_overpayments: bool,
     /// Webhooks: delay before the first retry of a failed delivery; it doubles after each
     /// failure, with jitter (default 10s).
     #[arg(long, value_name = "DURATION")]
@@ -86,6 +93,10 @@ pub struct ServeArgs {
     /// Stripe: timeout of one request (default 30s).
     #[arg(long, value_name = "DURATION")]
     pub stripe_timeout: Option<String>,
+    /// Test-only fault injection: fold this event (JSON, one CloudEvent) into the rollups at
+    /// start without storing it, as if a rollup had been altered (reconciliation tests).
+    #[arg(long, hide = true, value_name = "EVENT")]
+    pub fault_rollup_event: Option<String>,
     /// Test-only fault injection: exit right after Stripe answers the named step of a call,
     /// before its outcome is recorded (crash-safety tests).
     #[arg(long, hide = true, value_name = "STEP")]
@@ -110,6 +121,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let invoice_grace_ms = crate::config::invoice_grace_ms(args.invoice_grace.as_deref(), &file)?;
     let invoice_every_ms = crate::config::invoice_every_ms(args.invoice_every.as_deref(), &file)?;
     let alert_every_ms = crate::config::alert_every_ms(args.alert_every.as_deref(), &file)?;
+    let reconcile_every_ms =
+        crate::config::reconcile_every_ms(args.reconcile_every.as_deref(), &file)?;
+    let reconcile_refund_overpayments =
+        args.reconcile_refund_overpayments || file.reconcile_refund_overpayments == Some(true);
     let credit_policy = crate::config::credit_policy(args.credit_auto_issue_below, &file)?;
     let dropin = crate::config::dropin_mapping(&file)?;
     let webhook_config = crate::config::webhook_config(
@@ -170,6 +185,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ip = IpMeta::open(&args.store.data_dir, geo).context("loading IP allocations")?;
     let inspect = tollgate_store::inspect::Inspection::open(&args.store.data_dir)
         .context("loading the inspection rule set")?;
+    let provider_records: Option<Arc<dyn tollgate_api::ProviderRecords>> = match &stripe_config {
+        Some(c) => Some(Arc::new(crate::reconcile_cmd::StripeRecords::new(
+            &c.api_base,
+            &c.secret_key,
+            std::time::Duration::from_millis(c.timeout_ms.unsigned_abs()),
+        )?)),
+        None => None,
+    };
     let state = Arc::new(AppState {
         engine,
         keys,
@@ -183,7 +206,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         stripe_webhook_secret: args.stripe_webhook_secret.clone().filter(|s| !s.is_empty()),
         dropin,
         inspect,
+        provider_records,
+        reconcile_refund_overpayments,
     });
+    if let Some(raw) = &args.fault_rollup_event {
+        let time = state.engine.now();
+        state
+            .engine
+            .inject_rollup_fault(raw, time)
+            .context("--fault-rollup-event")?;
+        eprintln!("fault injection: a rollup was altered by an event that is not stored");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tollgate-http")
@@ -208,6 +241,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         if alert_every_ms > 0 {
             tokio::spawn(alert_scheduler(Arc::clone(&state), alert_every_ms));
+        }
+        if reconcile_every_ms > 0 {
+            tokio::spawn(crate::reconcile_cmd::scheduler(
+                Arc::clone(&state),
+                reconcile_every_ms,
+            ));
         }
         tracing::info!(%addr, data_dir = %args.store.data_dir.display(), "serving");
         axum::serve(listener, tollgate_api::router(Arc::clone(&state)))

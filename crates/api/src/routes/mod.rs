@@ -16,6 +16,7 @@ pub(crate) mod ops;
 pub(crate) mod plans;
 pub(crate) mod portal_sessions;
 pub(crate) mod providers;
+pub(crate) mod reconciliation;
 pub(crate) mod refunds;
 pub(crate) mod subscriptions;
 pub mod usage;

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod ipmeta;
 pub mod portal;
 pub mod providers;
+pub mod reconciliation;
 pub mod refunds;
 pub mod webhooks;
 

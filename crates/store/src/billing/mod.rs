@@ -15,6 +15,7 @@ pub mod credit_notes;
 pub mod entitlements;
 mod provider_events;
 pub use provider_events::EventApplied;
+pub mod reconcile;
 pub mod refunds;
 pub mod run;
 pub mod settings;
@@ -113,6 +114,7 @@ impl BillingStoreError {
                 "alert" => "alert_not_found",
                 "credit note" => "credit_note_not_found",
                 "refund" => "refund_not_found",
+                "reconciliation report" => "reconciliation_run_not_found",
                 _ => "not_found",
             },
             BillingStoreError::AlreadyExists { what, .. } => match *what {

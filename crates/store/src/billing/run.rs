@@ -509,6 +509,27 @@ fn draft_period(
     })?)
 }
 
+/// What `period` of `sub` charges when priced from the rollups now, on its own (no adjustments
+/// of earlier periods): what reconciliation compares with what was billed for the period.
+pub(crate) fn reprice_period(
+    engine: &Engine,
+    catalog: &Catalog,
+    customer: &Customer,
+    sub: &Subscription,
+    period: Period,
+) -> Result<InvoiceDraft, BillingStoreError> {
+    draft_period(
+        engine,
+        catalog,
+        customer,
+        sub,
+        period,
+        &BTreeMap::new(),
+        0,
+        None,
+    )
+}
+
 /// The invoice the customer's running subscription would get for the period containing `now`,
 /// priced with the usage so far (nothing is stored): the running charges, including
 /// adjustments the next invoice will carry. `None` when no subscription runs now.
