@@ -616,7 +616,7 @@ impl Engine {
         let path = self.dir.join(crate::DB_FILE);
         let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| StoreError::open(&path, e))?;
-        let mut late: BTreeMap<String, Vec<(UnixMs, UnixMs)>> = BTreeMap::new();
+        let mut late = LateEvents::new();
         let mut events = 0u64;
         parse_and_fold(
             |send| {
@@ -702,12 +702,15 @@ pub enum SubmitError {
     Store(StoreError),
 }
 
+/// Per subject, `(event time, commit instant)` of events committed after some instant.
+pub type LateEvents = BTreeMap<String, Vec<(UnixMs, UnixMs)>>;
+
 /// Usage recomputed from raw events by [`Engine::recompute`].
 pub struct Recomputed {
     /// Fresh rollups, by meter.
     pub usage: BTreeMap<MeterSlug, MeterUsage>,
     /// Per subject, `(event time, commit instant)` of events committed after the instant asked.
-    pub late: BTreeMap<String, Vec<(UnixMs, UnixMs)>>,
+    pub late: LateEvents,
     /// Events folded.
     pub events: u64,
 }

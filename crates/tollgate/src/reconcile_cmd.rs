@@ -90,8 +90,9 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         _ => summary(&report, elapsed),
     };
     match &args.out {
-        Some(path) => std::fs::write(path, &text)
-            .with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?
+        }
         None => print!("{text}"),
     }
     if report.unexplained() > 0 {
@@ -118,7 +119,11 @@ fn summary(report: &Report, elapsed: Duration) -> String {
         out.push_str(&format!("  checked {:<9} {n}\n", kind.as_str()));
     }
     for ((kind, class), n) in report.counts() {
-        out.push_str(&format!("  {:<9} {:<30} {n}\n", kind.as_str(), class.as_str()));
+        out.push_str(&format!(
+            "  {:<9} {:<30} {n}\n",
+            kind.as_str(),
+            class.as_str()
+        ));
     }
     out
 }
@@ -239,8 +244,9 @@ impl ProviderRecords for StripeRecords {
     fn fetch(
         &self,
         scope: Vec<(String, Option<String>)>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ProviderViews, String>> + Send + '_>>
-    {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ProviderViews, String>> + Send + '_>,
+    > {
         Box::pin(async move {
             let mut views = ProviderViews::new();
             for (invoice, provider_id) in scope {

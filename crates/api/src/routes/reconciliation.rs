@@ -131,7 +131,8 @@ pub(crate) async fn list(
         month(p)?;
     }
     let st = state.clone();
-    let runs = blocking(move || Ok(st.billing.reconciliation_runs(period.as_deref(), limit)?)).await?;
+    let runs =
+        blocking(move || Ok(st.billing.reconciliation_runs(period.as_deref(), limit)?)).await?;
     Ok(Json(ReconciliationRunList {
         data: runs
             .into_iter()
@@ -171,7 +172,10 @@ pub(crate) async fn get(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Scope::Read)?;
     let params = query_params(pairs, &["format"])?;
-    let format = params.get("format").map_or("json", String::as_str).to_owned();
+    let format = params
+        .get("format")
+        .map_or("json", String::as_str)
+        .to_owned();
     if !["json", "csv", "html"].contains(&format.as_str()) {
         return Err(ApiError::bad_request(
             "invalid_format",

@@ -356,8 +356,8 @@ pub struct ProviderInvoice {
 
 /// (3) Differences between an invoice and the provider's record of it.
 pub fn compare_provider(t: &TollgateInvoice, p: Option<&ProviderInvoice>) -> Vec<Difference> {
-    let base = |class, field: &str, left: Side, right: Side, delta: String, detail: &str| {
-        Difference {
+    let base =
+        |class, field: &str, left: Side, right: Side, delta: String, detail: &str| Difference {
             kind: Kind::Provider,
             class,
             customer: t.customer.clone(),
@@ -368,8 +368,7 @@ pub fn compare_provider(t: &TollgateInvoice, p: Option<&ProviderInvoice>) -> Vec
             delta,
             detail: detail.into(),
             repair: None,
-        }
-    };
+        };
     let ours = format!("tollgate {}", t.invoice);
     let Some(p) = p else {
         return vec![base(
@@ -422,7 +421,10 @@ pub fn compare_provider(t: &TollgateInvoice, p: Option<&ProviderInvoice>) -> Vec
         out.push(base(
             Class::AmountDrift,
             "refunded_minor",
-            side(format!("tollgate refunds of {}", t.invoice), t.refunded_minor.to_string()),
+            side(
+                format!("tollgate refunds of {}", t.invoice),
+                t.refunded_minor.to_string(),
+            ),
             side(&p.object, p.amount_refunded_minor.to_string()),
             (p.amount_refunded_minor - t.refunded_minor).to_string(),
             "the provider refunded a different amount than Tollgate's succeeded refunds",
@@ -512,7 +514,10 @@ pub fn compare_ledger(input: &LedgerInput<'_>) -> (Vec<Difference>, u64) {
             out.push(diff(
                 "balance_minor",
                 side(format!("grant {}", g.id), ">= 0"),
-                side(format!("Σ customer_credit entries of {}", g.id), left.to_string()),
+                side(
+                    format!("Σ customer_credit entries of {}", g.id),
+                    left.to_string(),
+                ),
                 left,
                 "the grant's credit balance is below zero",
             ));
@@ -525,8 +530,14 @@ pub fn compare_ledger(input: &LedgerInput<'_>) -> (Vec<Difference>, u64) {
         if net != expected {
             let mut d = diff(
                 "credits_applied_minor",
-                side(format!("invoice {inv} credits applied"), expected.to_string()),
-                side(format!("Σ invoice_settlement entries of {inv}"), net.to_string()),
+                side(
+                    format!("invoice {inv} credits applied"),
+                    expected.to_string(),
+                ),
+                side(
+                    format!("Σ invoice_settlement entries of {inv}"),
+                    net.to_string(),
+                ),
                 net - expected,
                 "the credit an invoice applied differs from what its ledger draws took",
             );

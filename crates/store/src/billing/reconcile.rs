@@ -36,10 +36,11 @@ use tollgate_core::usage::UsageQuery;
 
 use super::refunds::{NewRefund, Refund, RefundFilter, create_refund_in};
 use super::{
-    BillingStore, BillingStoreError, Invoice, InvoiceFilter, LIST_LIMIT_MAX, entries_in,
-    from_json, grants_in, to_json,
+    BillingStore, BillingStoreError, Invoice, InvoiceFilter, LIST_LIMIT_MAX, entries_in, from_json,
+    grants_in, to_json,
 };
 use crate::Engine;
+use crate::engine::LateEvents;
 use crate::keys::random_hex;
 use crate::providers;
 
@@ -119,7 +120,9 @@ fn invoices_of_month(
     }
 }
 
-fn all_customers(store: &BillingStore) -> Result<BTreeMap<CustomerKey, Customer>, BillingStoreError> {
+fn all_customers(
+    store: &BillingStore,
+) -> Result<BTreeMap<CustomerKey, Customer>, BillingStoreError> {
     let mut out = BTreeMap::new();
     let mut after: Option<String> = None;
     loop {
@@ -161,7 +164,7 @@ fn usage_total(
 fn usage_cells(
     engine: &Engine,
     invoices: &[Invoice],
-) -> Result<(Vec<UsageCell>, BTreeMap<String, Vec<(UnixMs, UnixMs)>>), BillingStoreError> {
+) -> Result<(Vec<UsageCell>, LateEvents), BillingStoreError> {
     let mut needs: Vec<(&Invoice, MeterSlug, Period)> = Vec::new();
     for inv in invoices {
         for line in &inv.content.draft.lines {
@@ -230,7 +233,7 @@ fn priced_lines(
     store: &BillingStore,
     customers: &BTreeMap<CustomerKey, Customer>,
     invoices: &[Invoice],
-    late: &BTreeMap<String, Vec<(UnixMs, UnixMs)>>,
+    late: &LateEvents,
 ) -> Result<Vec<PricedLine>, BillingStoreError> {
     let (_, catalog) = store.catalog()?;
     let mut out = Vec::new();
@@ -264,7 +267,13 @@ fn priced_lines(
             lines.entry(key(l)).or_default().0 += l.amount_minor;
         }
         for i in &billed_by {
-            for l in i.content.draft.lines.iter().filter(|l| l.period == d.period) {
+            for l in i
+                .content
+                .draft
+                .lines
+                .iter()
+                .filter(|l| l.period == d.period)
+            {
                 lines.entry(key(l)).or_default().1 += l.amount_minor;
             }
         }
@@ -342,7 +351,9 @@ impl BillingStore {
 
         let priced = priced_lines(engine, self, &customers, &invoices, &late)?;
         report.checked.insert(Kind::Pricing, priced.len() as u64);
-        report.differences.extend(reconcile::compare_pricing(&priced));
+        report
+            .differences
+            .extend(reconcile::compare_pricing(&priced));
 
         let (provider_diffs, provider_checked) = self.provider_differences(&invoices, opts)?;
         report.checked.insert(Kind::Provider, provider_checked);
@@ -404,7 +415,14 @@ impl BillingStore {
             let p = match &opts.provider_views {
                 Some(views) => views.get(&inv.id).cloned().flatten(),
                 None => self
-                    .read(|c| Ok(providers::object_in(c, Provider::Stripe, "invoice", &inv.id)?))?
+                    .read(|c| {
+                        Ok(providers::object_in(
+                            c,
+                            Provider::Stripe,
+                            "invoice",
+                            &inv.id,
+                        )?)
+                    })?
                     .map(|o| ProviderInvoice {
                         object: format!("stripe {}", o.provider_id),
                         status: provider_state_name(o.payment.state).to_owned(),
