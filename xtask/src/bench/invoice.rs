@@ -5,8 +5,10 @@
 //! every customer of the data set with a billing anchor on the span's first day (so the whole
 //! span is one period), and a subscription each. Then `POST /v1/invoices/run` for that period
 //! is timed twice: the first run drafts and finalizes an invoice per customer, the second finds
-//! nothing to do. Exactness: one invoice per customer, and the egress lines' quantities sum to
-//! the generator's total `bytes_out`.
+//! nothing to do. Then `POST /v1/reconciliation/runs` for the period is timed: every metered
+//! line's usage recomputed from the raw events, every invoice re-priced, every ledger checked.
+//! Exactness: one invoice per customer, the egress lines' quantities sum to the generator's
+//! total `bytes_out`, and reconciliation finds no difference.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,6 +29,12 @@ pub struct InvoiceMeasure {
     pub first_run_ms: f64,
     /// The second run: nothing new.
     pub second_run_ms: f64,
+    /// Reconciliation of the period (`POST /v1/reconciliation/runs`).
+    #[serde(default)]
+    pub reconcile_ms: f64,
+    /// Usage cells (metered lines) reconciliation recomputed from raw events.
+    #[serde(default)]
+    pub reconcile_usage_checked: u64,
     pub exact: bool,
 }
 
@@ -116,6 +124,25 @@ pub fn run(
     };
     let (first_run_ms, first) = timed("first")?;
     let (second_run_ms, second) = timed("second")?;
+    let started = Instant::now();
+    let recon = send(
+        reqwest::Method::POST,
+        "/v1/reconciliation/runs",
+        Some(&json!({"period": period})),
+    )?;
+    let reconcile_ms = super::ms(started.elapsed());
+    let found = recon
+        .get("differences")
+        .and_then(Value::as_array)
+        .map_or(usize::MAX, Vec::len);
+    let reconcile_usage_checked = recon
+        .pointer("/checked/usage")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    eprintln!(
+        "  reconciliation: {reconcile_ms:.1} ms, {found} difference(s), checked {}",
+        recon.get("checked").unwrap_or(&Value::Null)
+    );
 
     let customers = data.customers.len();
     let mut exact = true;
@@ -124,6 +151,13 @@ pub fn run(
     if count(&first, "created") != n || count(&first, "finalized") != n {
         differences.push(format!(
             "invoice run: first run should draft and finalize {n}: {first}"
+        ));
+        exact = false;
+    }
+    if found != 0 {
+        differences.push(format!(
+            "reconciliation of a clean period found {found} difference(s): {}",
+            super::tail(&recon.to_string(), 2_000)
         ));
         exact = false;
     }
@@ -188,6 +222,8 @@ pub fn run(
         setup_ms,
         first_run_ms,
         second_run_ms,
+        reconcile_ms,
+        reconcile_usage_checked,
         exact,
     })
 }

@@ -7,7 +7,8 @@
 //! - `http`: `tollgate serve` on `127.0.0.1:0` fed by `tollgate loadgen`; events/s, batch
 //!   latency percentiles, the server's peak RSS, then every figure checked.
 //! - `query`: usage queries over HTTP with keep-alive on the data dir `ingest` loaded.
-//! - `invoice`: the invoice run over the loaded month for every customer (see `invoice.rs`).
+//! - `invoice`: the invoice run over the loaded month for every customer, then its
+//!   reconciliation (see `invoice.rs`).
 //! - `entitlements`: entitlement checks over HTTP at 20,000/s alone and during full-speed
 //!   ingest, freshness after an ack, and in process (see `entitlements.rs`).
 //! - `inspect`: IP lookups with 1M ranges and decisions with 100k rules in process, and

@@ -194,11 +194,18 @@ pub fn render(bench: &Bench, results: &Results, command_line: &str) -> String {
         let customers = results.invoice.first().map_or(0, |m| m.customers);
         let _ = writeln!(
             s,
-            "Invoice run (`POST /v1/invoices/run`, one period over the whole span, {} customers × 1 flat + 3 metered prices): first run (draft + finalize every invoice) {} ms, second run (nothing new) {} ms; setup over HTTP {} ms; exact: {}.\n",
+            "Invoice run (`POST /v1/invoices/run`, one period over the whole span, {} customers × 1 flat + 3 metered prices): first run (draft + finalize every invoice) {} ms, second run (nothing new) {} ms; setup over HTTP {} ms. Reconciliation of that period (`POST /v1/reconciliation/runs`: {} metered lines recomputed from the raw events, every invoice re-priced, every ledger checked): {} ms. Exact (one invoice each, egress sums to the generator's, no reconciliation difference): {}.\n",
             thousands(u64::try_from(customers).unwrap_or(0)),
             opt_ms(med(|m| m.first_run_ms)),
             opt_ms(med(|m| m.second_run_ms)),
             opt_ms(med(|m| m.setup_ms)),
+            thousands(
+                results
+                    .invoice
+                    .first()
+                    .map_or(0, |m| m.reconcile_usage_checked)
+            ),
+            opt_ms(med(|m| m.reconcile_ms)),
             if results.invoice.iter().all(|m| m.exact) {
                 "yes"
             } else {
