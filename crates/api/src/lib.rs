@@ -61,6 +61,18 @@ pub struct AppState {
     pub dropin: convert::dropin::Mapping,
     /// Inspection rule-set versions and the current compiled one.
     pub inspect: tollgate_store::inspect::Inspection,
+    /// Orb, when configured (`serve --orb-api-key`); `None`: the Orb routes answer 404
+    /// `provider_not_configured`.
+    pub orb: Option<OrbLink>,
+}
+
+/// What the HTTP surface needs of a configured Orb integration: its tables (status, invoices,
+/// resume) and a way to ask the invoice puller of the server for a pull and wait for it.
+pub struct OrbLink {
+    /// The Orb tables.
+    pub store: tollgate_store::OrbStore,
+    /// Send a reply channel; the puller pulls and answers on it.
+    pub pull: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<types::orb::OrbPullReport>>,
 }
 
 /// Shared state handle.
@@ -251,6 +263,10 @@ pub fn router(state: State) -> Router {
             get(routes::providers::objects),
         )
         .route("/v1/providers/stripe/calls", get(routes::providers::calls))
+        .route("/v1/providers/orb/status", get(routes::orb::status))
+        .route("/v1/providers/orb/resume", post(routes::orb::resume))
+        .route("/v1/providers/orb/invoices", get(routes::orb::invoices))
+        .route("/v1/providers/orb/pull", post(routes::orb::pull))
         .route("/v1/audit", get(routes::ipmeta::audit))
         // Traffic inspection.
         .route(
