@@ -67,6 +67,9 @@ pub struct AppState {
     pub provider_records: Option<Arc<dyn ProviderRecords>>,
     /// Whether reconciliation refunds overpayments by default.
     pub reconcile_refund_overpayments: bool,
+    /// Orb, when configured (`serve --orb-api-key`); `None`: the Orb routes answer 404
+    /// `provider_not_configured`.
+    pub orb: Option<OrbLink>,
 }
 
 /// A payment provider's own records of Tollgate's invoices, read for reconciliation (the
@@ -85,6 +88,15 @@ pub trait ProviderRecords: Send + Sync {
                 + '_,
         >,
     >;
+}
+
+/// What the HTTP surface needs of a configured Orb integration: its tables (status, invoices,
+/// resume) and a way to ask the invoice puller of the server for a pull and wait for it.
+pub struct OrbLink {
+    /// The Orb tables.
+    pub store: tollgate_store::OrbStore,
+    /// Send a reply channel; the puller pulls and answers on it.
+    pub pull: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<types::orb::OrbPullReport>>,
 }
 
 /// Shared state handle.
@@ -293,6 +305,10 @@ pub fn router(state: State) -> Router {
             "/v1/providers/stripe/calls/{id}/retry",
             post(routes::providers::retry_call),
         )
+        .route("/v1/providers/orb/status", get(routes::orb::status))
+        .route("/v1/providers/orb/resume", post(routes::orb::resume))
+        .route("/v1/providers/orb/invoices", get(routes::orb::invoices))
+        .route("/v1/providers/orb/pull", post(routes::orb::pull))
         .route("/v1/audit", get(routes::ipmeta::audit))
         // Traffic inspection.
         .route(

@@ -301,6 +301,26 @@ pub struct EventPage {
     pub next_after: Option<u64>,
 }
 
+/// One accepted event as read back from the log, in order.
+#[derive(Clone, Debug)]
+pub struct LoggedEvent {
+    /// Ingest sequence number (increasing in log order).
+    pub seq: u64,
+    /// The event's time (as stored with it).
+    pub time: UnixMs,
+    /// The raw CloudEvent JSON.
+    pub raw: String,
+}
+
+/// One page of the accepted-event log.
+#[derive(Clone, Debug, Default)]
+pub struct LogPage {
+    /// Events in log order.
+    pub events: Vec<LoggedEvent>,
+    /// The sequence number of the last event of the log when the page was read (0: empty).
+    pub last_seq: u64,
+}
+
 /// A meter's definition and counters, for listings.
 #[derive(Clone, Debug)]
 pub struct MeterInfo {
@@ -663,6 +683,40 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// Accepted events with a sequence number above `after_seq`, in log order, at most
+    /// `limit`: a reader that keeps a cursor (the Orb forwarder) reads the log with this. The
+    /// writer assigns sequence numbers in commit order and a reader sees whole commits, so no
+    /// event below one already read can appear later.
+    pub fn events_after(&self, after_seq: u64, limit: usize) -> Result<LogPage, StoreError> {
+        let path = self.dir.join(crate::DB_FILE);
+        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StoreError::open(&path, e))?;
+        let mut page = LogPage {
+            last_seq: frames::next_event_seq(&conn)?.saturating_sub(1),
+            ..LogPage::default()
+        };
+        if limit == 0 {
+            return Ok(page);
+        }
+        frames::for_each_frame_after(&conn, after_seq, |frame, _committed| {
+            frame.for_each_event(|seq, time, raw| {
+                if seq > after_seq && page.events.len() < limit {
+                    page.events.push(LoggedEvent {
+                        seq,
+                        time,
+                        raw: raw.to_owned(),
+                    });
+                }
+                Ok(())
+            })?;
+            Ok(page.events.len() < limit)
+        })?;
+        if let Some(last) = page.events.last() {
+            page.last_seq = page.last_seq.max(last.seq);
+        }
+        Ok(page)
     }
 
     /// Stops the writer after it has answered everything queued, and waits for it.

@@ -230,3 +230,41 @@ pub(crate) fn for_each_frame_in(
     }
     Ok(())
 }
+
+/// Calls `f(frame, committed)` for every stored frame that holds an event with a sequence
+/// number above `after_seq`, in log order, until `f` returns `Ok(false)`. Starts at the frame
+/// holding `after_seq + 1` (index `event_frames_by_first_seq`), so a reader that keeps a cursor
+/// does not scan the frames before it.
+pub(crate) fn for_each_frame_after(
+    conn: &Connection,
+    after_seq: u64,
+    mut f: impl FnMut(StoredFrame, UnixMs) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT first_event_seq, event_count, keys, events, committed_ms FROM event_frames
+         WHERE first_event_seq >= coalesce((SELECT max(first_event_seq) FROM event_frames
+                                             WHERE first_event_seq <= ?1), 0)
+         ORDER BY first_event_seq",
+    )?;
+    let next = i64::try_from(after_seq.saturating_add(1)).unwrap_or(i64::MAX);
+    let mut rows = stmt.query(rusqlite::params![next])?;
+    while let Some(row) = rows.next()? {
+        let first: i64 = row.get(0)?;
+        let count: i64 = row.get(1)?;
+        let go_on = f(
+            StoredFrame {
+                first_event_seq: u64::try_from(first)
+                    .map_err(|_| StoreError::Corrupt("seq".into()))?,
+                event_count: u32::try_from(count)
+                    .map_err(|_| StoreError::Corrupt("count".into()))?,
+                keys: row.get(2)?,
+                events: row.get(3)?,
+            },
+            UnixMs(row.get(4)?),
+        )?;
+        if !go_on {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -19,6 +19,7 @@ pub mod ipmeta;
 pub mod keys;
 mod meters;
 pub mod metrics;
+pub mod orb;
 pub mod providers;
 mod schema;
 pub mod usage;
@@ -29,6 +30,7 @@ pub use self::engine::{BatchOutcome, Engine, EngineConfig, ItemError, PreparedBa
 pub use self::error::StoreError;
 pub use self::keys::{ApiKey, KeyStore, NewKey, Scope};
 pub use self::metrics::Metrics;
+pub use self::orb::OrbStore;
 pub use self::providers::ProviderStore;
 pub use self::webhooks::{WebhookStore, WebhookStoreError};
 

@@ -45,6 +45,29 @@ pub struct Metrics {
     pub reconciliation_runs: Counter,
     /// When the last reconciliation run finished (Unix seconds).
     pub reconciliation_last_run: Gauge,
+    /// Forwarding to Orb (zeros when Orb is not configured).
+    pub orb: OrbMetrics,
+}
+
+/// Metrics of forwarding events to Orb.
+#[derive(Clone, Debug, Default)]
+pub struct OrbMetrics {
+    /// Events acknowledged by Orb.
+    pub events_forwarded: Counter,
+    /// Accepted events not forwarded (their type is not mapped).
+    pub events_skipped: Counter,
+    /// Ingest requests acknowledged.
+    pub batches: Counter,
+    /// Backfills closed.
+    pub backfills: Counter,
+    /// Failed requests that will be retried.
+    pub retries: Counter,
+    /// 1 while forwarding is stopped on a permanent refusal.
+    pub stopped: Gauge,
+    /// The cursor: every accepted event up to this sequence number is done.
+    pub cursor_seq: Gauge,
+    /// Accepted events after the cursor (not forwarded yet).
+    pub lag_events: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,11 +125,53 @@ impl Metrics {
             "When the last reconciliation run finished",
             reconciliation_last_run.clone(),
         );
+        let orb = OrbMetrics::default();
+        registry.register(
+            "orb_events_forwarded",
+            "Events acknowledged by Orb",
+            orb.events_forwarded.clone(),
+        );
+        registry.register(
+            "orb_events_skipped",
+            "Accepted events not forwarded to Orb (type not mapped)",
+            orb.events_skipped.clone(),
+        );
+        registry.register(
+            "orb_batches",
+            "Ingest requests acknowledged by Orb",
+            orb.batches.clone(),
+        );
+        registry.register(
+            "orb_backfills",
+            "Orb backfills closed",
+            orb.backfills.clone(),
+        );
+        registry.register(
+            "orb_retries",
+            "Failed Orb requests that will be retried",
+            orb.retries.clone(),
+        );
+        registry.register(
+            "orb_stopped",
+            "1 while forwarding to Orb is stopped on a permanent refusal",
+            orb.stopped.clone(),
+        );
+        registry.register(
+            "orb_cursor_seq",
+            "Every accepted event up to this sequence number is forwarded to Orb or skipped",
+            orb.cursor_seq.clone(),
+        );
+        registry.register(
+            "orb_lag_events",
+            "Accepted events not forwarded to Orb yet",
+            orb.lag_events.clone(),
+        );
         Metrics {
             registry,
             reconciliation_differences,
             reconciliation_runs,
             reconciliation_last_run,
+            orb,
             events,
             commit_seconds,
             queue_depth,

@@ -61,21 +61,35 @@ pub fn wake_if_enqueued() {
 }
 
 static SYNC_STRIPE: AtomicBool = AtomicBool::new(false);
+static SYNC_ORB: AtomicBool = AtomicBool::new(false);
 
-/// Turns syncing to a provider on (the server does when Stripe is configured): from then on,
-/// creating or changing a customer and finalizing an invoice enqueue calls in the same
-/// transaction. Process-wide, like the worker it feeds (one process owns a data directory).
+/// Turns syncing to a provider on (the server does when Stripe or Orb is configured): from
+/// then on, creating or changing a customer enqueues a call for each such provider, and (Stripe
+/// only) finalizing an invoice enqueues its push, in the same transaction. Process-wide, like
+/// the workers it feeds (one process owns a data directory).
 pub fn enable_sync(provider: Provider) {
     match provider {
         Provider::Stripe => SYNC_STRIPE.store(true, Ordering::Relaxed),
+        Provider::Orb => SYNC_ORB.store(true, Ordering::Relaxed),
     }
 }
 
-/// The provider changes are synced to, if any.
+/// The provider finalized invoices are pushed to, if any (Stripe: Orb prices usage itself, so
+/// Tollgate's invoices are not pushed there).
 pub fn sync_target() -> Option<Provider> {
     SYNC_STRIPE
         .load(Ordering::Relaxed)
         .then_some(Provider::Stripe)
+}
+
+/// The providers customers are synced to.
+pub fn customer_sync_targets() -> impl Iterator<Item = Provider> {
+    [
+        (Provider::Stripe, SYNC_STRIPE.load(Ordering::Relaxed)),
+        (Provider::Orb, SYNC_ORB.load(Ordering::Relaxed)),
+    ]
+    .into_iter()
+    .filter_map(|(p, on)| on.then_some(p))
 }
 
 /// Writes a call to the outbox inside the caller's open transaction: `kind` for `object` at
@@ -539,8 +553,12 @@ impl ProviderStore {
                  ORDER BY c.key",
                 params![provider.as_str(), now.0],
             )?;
-            n += tx.execute(
-                "INSERT INTO provider_calls (id, provider, kind, object_id, version, status,
+            // Invoices are pushed to Stripe only (Orb prices usage itself).
+            n += if provider != Provider::Stripe {
+                0
+            } else {
+                tx.execute(
+                    "INSERT INTO provider_calls (id, provider, kind, object_id, version, status,
                     attempts, next_attempt_ms, created_ms, updated_ms)
                  SELECT 'pc_' || lower(hex(randomblob(8))), ?1, 'push_invoice', i.id, 1,
                     'pending', 0, ?2, ?2, ?2
@@ -549,8 +567,9 @@ impl ProviderStore {
                     provider_calls p WHERE p.provider = ?1 AND p.kind = 'push_invoice'
                     AND p.object_id = i.id)
                  ORDER BY i.finalized_ms, i.id",
-                params![provider.as_str(), now.0],
-            )?;
+                    params![provider.as_str(), now.0],
+                )?
+            };
             if n > 0 {
                 ENQUEUED.store(true, Ordering::Relaxed);
             }
@@ -565,15 +584,37 @@ impl ProviderStore {
         now: UnixMs,
         lease_ms: i64,
     ) -> Result<(Option<Call>, Option<UnixMs>), StoreError> {
+        self.claim_of(None, now, lease_ms)
+    }
+
+    /// [`ProviderStore::claim`] for the calls of one provider (each provider's worker claims
+    /// its own).
+    pub fn claim_for(
+        &self,
+        provider: Provider,
+        now: UnixMs,
+        lease_ms: i64,
+    ) -> Result<(Option<Call>, Option<UnixMs>), StoreError> {
+        self.claim_of(Some(provider), now, lease_ms)
+    }
+
+    fn claim_of(
+        &self,
+        provider: Option<Provider>,
+        now: UnixMs,
+        lease_ms: i64,
+    ) -> Result<(Option<Call>, Option<UnixMs>), StoreError> {
+        let provider = provider.map(Provider::as_str);
         self.write(|tx| {
             let row = tx
                 .prepare_cached(&format!(
                     "SELECT {CALL_COLUMNS} FROM provider_calls
                      WHERE status = 'pending' AND next_attempt_ms <= ?1
                        AND (leased_until_ms IS NULL OR leased_until_ms <= ?1)
+                       AND (?2 IS NULL OR provider = ?2)
                      ORDER BY next_attempt_ms, created_ms, id LIMIT 1"
                 ))?
-                .query_row(params![now.0], call_row)
+                .query_row(params![now.0, provider], call_row)
                 .optional()?;
             let call = match row {
                 Some(r) => {
@@ -595,8 +636,8 @@ impl ProviderStore {
             };
             let next: Option<i64> = tx.query_row(
                 "SELECT MIN(max(next_attempt_ms, coalesce(leased_until_ms, 0)))
-                 FROM provider_calls WHERE status = 'pending'",
-                [],
+                 FROM provider_calls WHERE status = 'pending' AND (?1 IS NULL OR provider = ?1)",
+                params![provider],
                 |r| r.get(0),
             )?;
             Ok((call, next.map(UnixMs)))

@@ -330,6 +330,60 @@ const MIGRATIONS: &[&str] = &[
         doc TEXT NOT NULL
      ) STRICT;
      CREATE INDEX reconciliation_runs_by_period ON reconciliation_runs (period, started_ms);",
+    // 9: Orb. `orb_cursor` (one row) is how far the accepted-event log has been forwarded:
+    // every event with a sequence number at or below `after_seq` was acknowledged by Orb (or
+    // is not mapped). `orb_plan` / `orb_plan_parts` hold the batch being sent (its log range,
+    // the late cutoff it was split with, and per part where it stands), so a batch is sent
+    // again exactly as planned after a crash. `orb_invoices` keeps the details of invoices
+    // read back from Orb (the money is in `provider_objects`). The index lets the forwarder
+    // start reading the log at its cursor.
+    "CREATE INDEX event_frames_by_first_seq ON event_frames (first_event_seq);
+     CREATE TABLE orb_cursor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        after_seq INTEGER NOT NULL,
+        forwarded INTEGER NOT NULL,
+        skipped INTEGER NOT NULL,
+        batches INTEGER NOT NULL,
+        backfills INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        stopped_code TEXT,
+        last_error TEXT,
+        last_http_status INTEGER,
+        next_attempt_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE orb_plan (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        after_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        late_before_ms INTEGER NOT NULL,
+        skipped INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE orb_plan_parts (
+        part INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        customer TEXT,
+        timeframe_start_ms INTEGER,
+        timeframe_end_ms INTEGER,
+        events INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        backfill_key TEXT,
+        backfill_id TEXT
+     ) STRICT;
+     CREATE TABLE orb_invoices (
+        orb_invoice_id TEXT PRIMARY KEY,
+        customer TEXT NOT NULL,
+        orb_customer_id TEXT,
+        number TEXT,
+        status TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        invoice_date_ms INTEGER,
+        total_minor INTEGER NOT NULL,
+        amount_due_minor INTEGER NOT NULL,
+        pulled_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX orb_invoices_by_customer ON orb_invoices (customer, invoice_date_ms);",
 ];
 
 /// The schema version this binary writes.

@@ -24,6 +24,14 @@
 //! stripe_customer_key = "stripe_customer_id"  # the Stripe payload key naming the customer
 //! [dropin.event_types]        # foreign event name → Tollgate event type
 //! api_request = "proxy.request"
+//!
+//! [orb]                       # forwarding to Orb (docs/orb.md); needs `serve --orb-api-key`
+//! grace_period = "12h"        # the Orb account's grace period: older events go through backfills
+//! batch_events = 500          # events per ingest request (at most 500)
+//! pull_every = "1h"           # how often Orb invoices are read back ("0s": only on request)
+//! [orb.events."proxy.request"] # a Tollgate event type that is forwarded
+//! event_name = "proxy_request" # its Orb event_name
+//! properties = { bytes = "$.data.bytes_out", host = "$.data.host" } # default: data's scalars
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -72,6 +80,35 @@ pub struct FileConfig {
     pub credit_auto_issue_below_minor: Option<i64>,
     /// The drop-in ingest endpoints' event-name mapping.
     pub dropin: Option<DropinFile>,
+    /// Forwarding to Orb: which event types, how they look there, the grace period.
+    pub orb: Option<OrbFile>,
+}
+
+/// `[orb]`: what is forwarded to Orb and how.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrbFile {
+    /// The Orb account's grace period, e.g. "12h" (Orb's default).
+    pub grace_period: Option<String>,
+    /// Events per ingest request (1..=500).
+    pub batch_events: Option<usize>,
+    /// How often `serve` reads Orb invoices back, e.g. "1h"; "0s": only on request.
+    pub pull_every: Option<String>,
+    /// Tollgate event type → how it is forwarded.
+    #[serde(default)]
+    pub events: std::collections::BTreeMap<String, OrbEventFile>,
+}
+
+/// `[orb.events."<type>"]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrbEventFile {
+    /// Orb's `event_name` (default: the Tollgate type).
+    pub event_name: Option<String>,
+    /// Orb property → JSON path in the event (`$.data.bytes`); default: every top-level
+    /// string, number or boolean of `data`.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 /// `[dropin]`: how Orb and Stripe `event_name`s and OpenMeter `type`s become Tollgate event
@@ -407,6 +444,151 @@ pub fn stripe_config(
             STRIPE_TIMEOUT_MS_DEFAULT,
             STRIPE_TIMEOUT_MS_MAX,
         )?,
+        fault_exit_after_step: flags.fault_exit_after_step.clone(),
+    }))
+}
+
+/// Flags of the Orb integration (`serve --orb-*`).
+#[derive(Clone, Debug, Default)]
+pub struct OrbFlags {
+    /// API key; `None`: Orb is off.
+    pub api_key: Option<String>,
+    /// API base URL.
+    pub api_base: Option<String>,
+    /// Backoff base.
+    pub backoff_base: Option<String>,
+    /// Backoff cap.
+    pub backoff_cap: Option<String>,
+    /// Attempts per customer sync.
+    pub attempts: Option<u32>,
+    /// Request timeout.
+    pub timeout: Option<String>,
+    /// Test-only: exit after this step's answer.
+    pub fault_exit_after_step: Option<String>,
+}
+
+/// Orb's API.
+pub const ORB_API_BASE_DEFAULT: &str = "https://api.withorb.com";
+/// First retry delay of an Orb request (ms), doubling after each failure, with jitter.
+pub const ORB_BACKOFF_BASE_MS_DEFAULT: i64 = 1_000;
+/// Longest delay between two attempts (ms): forwarding never gives up on a retryable failure,
+/// so this bounds how long a recovered Orb waits for Tollgate.
+pub const ORB_BACKOFF_CAP_MS_DEFAULT: i64 = 5 * 60 * 1000;
+/// Attempts of one customer sync before it is marked failed.
+pub const ORB_ATTEMPTS_DEFAULT: u32 = 12;
+/// Timeout of one request to Orb (ms).
+pub const ORB_TIMEOUT_MS_DEFAULT: i64 = 30_000;
+/// How often invoices are read back by default (ms).
+pub const ORB_PULL_EVERY_MS_DEFAULT: i64 = 3600 * 1000;
+
+/// The Orb worker's settings, or `None` when no API key is given. The mapping comes from
+/// `[orb]` in the config file; without any `[orb.events]` nothing is forwarded (customers are
+/// still synced and invoices read back).
+pub fn orb_config(
+    flags: &OrbFlags,
+    file: &FileConfig,
+) -> anyhow::Result<Option<crate::orb_worker::OrbConfig>> {
+    use tollgate_core::provider::orb::{
+        Forward, Mapping, ORB_GRACE_MS_DEFAULT, ORB_GRACE_MS_MAX, ORB_INGEST_BATCH_EVENTS_MAX,
+    };
+    let Some(api_key) = flags.api_key.clone().filter(|k| !k.is_empty()) else {
+        if file.orb.as_ref().is_some_and(|o| !o.events.is_empty()) {
+            tracing::warn!(
+                "[orb] events are configured but no --orb-api-key: nothing is forwarded"
+            );
+        }
+        return Ok(None);
+    };
+    fn ms(what: &str, flag: &Option<String>, default: i64, max: i64) -> anyhow::Result<i64> {
+        match flag.as_deref() {
+            Some(text) => {
+                let v = duration_ms(what, text, max)?;
+                if v < 1 {
+                    bail!("{what} must be at least 1ms");
+                }
+                Ok(v)
+            }
+            None => Ok(default),
+        }
+    }
+    let base_ms = ms(
+        "Orb backoff base",
+        &flags.backoff_base,
+        ORB_BACKOFF_BASE_MS_DEFAULT,
+        STRIPE_BACKOFF_MS_MAX,
+    )?;
+    let cap_ms = ms(
+        "Orb backoff cap",
+        &flags.backoff_cap,
+        ORB_BACKOFF_CAP_MS_DEFAULT.max(base_ms),
+        STRIPE_BACKOFF_MS_MAX,
+    )?;
+    if cap_ms < base_ms {
+        bail!("the Orb backoff cap must not be below its base");
+    }
+    let attempts_max = flags.attempts.unwrap_or(ORB_ATTEMPTS_DEFAULT);
+    if !(1..=STRIPE_ATTEMPTS_MAX).contains(&attempts_max) {
+        bail!("--orb-attempts is 1..={STRIPE_ATTEMPTS_MAX}");
+    }
+    let api_base = flags
+        .api_base
+        .clone()
+        .unwrap_or_else(|| ORB_API_BASE_DEFAULT.to_owned());
+    if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+        bail!("--orb-api-base must be an http(s) URL");
+    }
+    let empty = OrbFile::default();
+    let section = file.orb.as_ref().unwrap_or(&empty);
+    let grace_ms = match section.grace_period.as_deref() {
+        Some(text) => {
+            let v = duration_ms("[orb] grace_period", text, ORB_GRACE_MS_MAX)?;
+            if v < 60_000 {
+                bail!("[orb] grace_period must be at least 1m");
+            }
+            v
+        }
+        None => ORB_GRACE_MS_DEFAULT,
+    };
+    let batch_events = section.batch_events.unwrap_or(ORB_INGEST_BATCH_EVENTS_MAX);
+    if !(1..=ORB_INGEST_BATCH_EVENTS_MAX).contains(&batch_events) {
+        bail!("[orb] batch_events is 1..={ORB_INGEST_BATCH_EVENTS_MAX}");
+    }
+    let pull_every_ms = match section.pull_every.as_deref() {
+        Some(text) => duration_ms("[orb] pull_every", text, 7 * 24 * 3600 * 1000)?,
+        None => ORB_PULL_EVERY_MS_DEFAULT,
+    };
+    let mut mapping = Mapping::default();
+    for (event_type, e) in &section.events {
+        let mut properties = Vec::with_capacity(e.properties.len());
+        for (name, path) in &e.properties {
+            let path = tollgate_core::meter::JsonPath::parse(path)
+                .with_context(|| format!("[orb.events.\"{event_type}\"] property `{name}`"))?;
+            properties.push((name.clone(), path));
+        }
+        mapping.events.insert(
+            event_type.clone(),
+            Forward {
+                event_name: e.event_name.clone().unwrap_or_else(|| event_type.clone()),
+                properties,
+            },
+        );
+    }
+    mapping.validate().context("config [orb]")?;
+    Ok(Some(crate::orb_worker::OrbConfig {
+        api_base,
+        api_key,
+        backoff: tollgate_core::webhook::Backoff { base_ms, cap_ms },
+        attempts_max,
+        timeout_ms: ms(
+            "Orb timeout",
+            &flags.timeout,
+            ORB_TIMEOUT_MS_DEFAULT,
+            STRIPE_TIMEOUT_MS_MAX,
+        )?,
+        grace_ms,
+        batch_events,
+        pull_every_ms,
+        mapping,
         fault_exit_after_step: flags.fault_exit_after_step.clone(),
     }))
 }

@@ -15,6 +15,7 @@ mod import;
 mod inspectload;
 mod invoice_cmd;
 mod loadgen;
+mod orb_worker;
 mod provider_worker;
 mod reconcile_cmd;
 mod serve;

@@ -128,7 +128,7 @@ pub async fn run(state: Arc<AppState>, config: StripeConfig) {
         let claimed = tokio::task::spawn_blocking(move || {
             let now = st.engine.now();
             st.providers
-                .claim(now, CALL_LEASE_MS)
+                .claim_for(Provider::Stripe, now, CALL_LEASE_MS)
                 .map(|(c, next)| (c, next, now))
         })
         .await;

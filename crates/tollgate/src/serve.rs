@@ -99,6 +99,28 @@ pub struct ServeArgs {
     pub fault_rollup_event: Option<String>,
     /// Test-only fault injection: exit right after Stripe answers the named step of a call,
     /// before its outcome is recorded (crash-safety tests).
+    /// Orb: the API key. With it, accepted events of the types in `[orb.events]` are
+    /// forwarded to Orb, customers synced and Orb invoices read back (see docs/orb.md).
+    #[arg(long, env = "TOLLGATE_ORB_API_KEY", hide_env_values = true)]
+    pub orb_api_key: Option<String>,
+    /// Orb: the API's base URL (default https://api.withorb.com; tests point it at a recorder).
+    #[arg(long, value_name = "URL")]
+    pub orb_api_base: Option<String>,
+    /// Orb: delay before the first retry of a failed request; it doubles after each failure,
+    /// with jitter (default 1s).
+    #[arg(long, value_name = "DURATION")]
+    pub orb_backoff_base: Option<String>,
+    /// Orb: longest delay between two attempts (default 5m). Forwarding retries forever.
+    #[arg(long, value_name = "DURATION")]
+    pub orb_backoff_cap: Option<String>,
+    /// Orb: attempts of one customer sync before it is marked failed (default 12).
+    #[arg(long, value_name = "N")]
+    pub orb_attempts: Option<u32>,
+    /// Orb: timeout of one request (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    pub orb_timeout: Option<String>,
+    /// Test-only fault injection: exit right after a provider (Stripe or Orb) answers the
+    /// named step, before its outcome is recorded (crash-safety tests).
     #[arg(long, hide = true, value_name = "STEP")]
     pub fault_exit_after_provider_step: Option<String>,
 }
@@ -146,14 +168,48 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         timeout: args.stripe_timeout.clone(),
         fault_exit_after_step: args.fault_exit_after_provider_step.clone(),
     })?;
+    let orb_config = crate::config::orb_config(
+        &crate::config::OrbFlags {
+            api_key: args.orb_api_key.clone(),
+            api_base: args.orb_api_base.clone(),
+            backoff_base: args.orb_backoff_base.clone(),
+            backoff_cap: args.orb_backoff_cap.clone(),
+            attempts: args.orb_attempts,
+            timeout: args.orb_timeout.clone(),
+            fault_exit_after_step: args.fault_exit_after_provider_step.clone(),
+        },
+        &file,
+    )?;
     let engine = args.store.open_engine()?;
     let keys = KeyStore::open(&args.store.data_dir)?;
     let billing = BillingStore::open(&args.store.data_dir)?;
     let webhooks = WebhookStore::open(&args.store.data_dir)?;
     let providers = ProviderStore::open(&args.store.data_dir)?;
-    if stripe_config.is_some() {
+    if stripe_config.is_some() || orb_config.is_some() {
         // This process owns the data directory: leases of a process that died are void.
         providers.release_leases()?;
+    }
+    let mut orb_pulls = None;
+    let orb = match &orb_config {
+        None => None,
+        Some(config) => {
+            tollgate_store::providers::enable_sync(Provider::Orb);
+            let n = providers.backfill(Provider::Orb, SystemClock.now())?;
+            if n > 0 {
+                tracing::info!(calls = n, "Orb: enqueued customers not synced yet");
+            }
+            if config.mapping.is_empty() {
+                tracing::warn!("Orb: no [orb.events] in the config file; no event is forwarded");
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            orb_pulls = Some(rx);
+            Some(tollgate_api::OrbLink {
+                store: tollgate_store::OrbStore::open(&args.store.data_dir)?,
+                pull: tx,
+            })
+        }
+    };
+    if stripe_config.is_some() {
         tollgate_store::providers::enable_sync(Provider::Stripe);
         let n = providers.backfill(Provider::Stripe, SystemClock.now())?;
         if n > 0 {
@@ -208,6 +264,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         inspect,
         provider_records,
         reconcile_refund_overpayments,
+        orb,
     });
     if let Some(raw) = &args.fault_rollup_event {
         let time = state.engine.now();
@@ -234,6 +291,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ));
         if let Some(config) = stripe_config {
             tokio::spawn(crate::provider_worker::run(Arc::clone(&state), config));
+        }
+        if let (Some(config), Some(pulls)) = (orb_config, orb_pulls) {
+            crate::orb_worker::spawn(Arc::clone(&state), config, pulls);
         }
         tokio::spawn(reload_on_sighup(Arc::clone(&state)));
         if invoice_every_ms > 0 {

@@ -13,6 +13,7 @@ pub(crate) mod ipmeta;
 pub(crate) mod keys;
 pub(crate) mod meters;
 pub(crate) mod ops;
+pub(crate) mod orb;
 pub(crate) mod plans;
 pub(crate) mod portal_sessions;
 pub(crate) mod providers;

@@ -7,6 +7,7 @@ pub mod dropin;
 pub mod entitlements;
 pub mod inspect;
 pub mod ipmeta;
+pub mod orb;
 pub mod portal;
 pub mod providers;
 pub mod reconciliation;

@@ -1,4 +1,4 @@
-//! Payment providers (Stripe now, Orb later): what Tollgate asks a provider to do, the keys
+//! Payment providers (Stripe, and Orb in [`orb`]): what Tollgate asks a provider to do, the keys
 //! that make each request safe to repeat, and what a provider's webhook event means for an
 //! invoice's payment state.
 //!
@@ -19,6 +19,7 @@
 //! and disputed amounts never exceed what was paid (asserted when the record is applied).
 
 mod error;
+pub mod orb;
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +47,8 @@ pub const METADATA_REFUND: &str = "tollgate_refund";
 pub enum Provider {
     /// Stripe.
     Stripe,
+    /// Orb (usage forwarded, customers synced, invoices read back).
+    Orb,
 }
 
 impl Provider {
@@ -53,6 +56,7 @@ impl Provider {
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Stripe => "stripe",
+            Provider::Orb => "orb",
         }
     }
 
@@ -60,6 +64,7 @@ impl Provider {
     pub fn parse(name: &str) -> Option<Provider> {
         match name {
             "stripe" => Some(Provider::Stripe),
+            "orb" => Some(Provider::Orb),
             _ => None,
         }
     }
@@ -138,6 +143,8 @@ pub enum PaymentState {
     Refunded,
     /// A dispute was opened against its charge.
     Disputed,
+    /// Voided at the provider (Orb invoices read back).
+    Void,
 }
 
 impl PaymentState {
@@ -150,6 +157,7 @@ impl PaymentState {
             PaymentState::PartiallyRefunded => "partially_refunded",
             PaymentState::Refunded => "refunded",
             PaymentState::Disputed => "disputed",
+            PaymentState::Void => "void",
         }
     }
 
@@ -162,6 +170,7 @@ impl PaymentState {
             PaymentState::PartiallyRefunded,
             PaymentState::Refunded,
             PaymentState::Disputed,
+            PaymentState::Void,
         ]
         .into_iter()
         .find(|s| s.as_str() == name)

@@ -900,14 +900,14 @@ fn append_entries(
     Ok(())
 }
 
-/// Enqueues a customer sync to the configured provider (if any) in the transaction that
+/// Enqueues a customer sync to each configured provider (if any) in the transaction that
 /// created or changed the customer; `version` (its `updated_ms`) makes each change a new call.
 fn enqueue_customer_sync(
     tx: &Transaction<'_>,
     key: &CustomerKey,
     version: UnixMs,
 ) -> Result<(), BillingStoreError> {
-    if let Some(provider) = crate::providers::sync_target() {
+    for provider in crate::providers::customer_sync_targets() {
         crate::providers::enqueue(
             tx,
             provider,

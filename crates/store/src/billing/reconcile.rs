@@ -302,6 +302,7 @@ fn provider_state_name(state: PaymentState) -> &'static str {
         PaymentState::Paid | PaymentState::PartiallyRefunded | PaymentState::Refunded => "paid",
         PaymentState::Open | PaymentState::Failed => "open",
         PaymentState::Disputed => "disputed",
+        PaymentState::Void => "void",
     }
 }
 
