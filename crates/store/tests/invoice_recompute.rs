@@ -422,6 +422,7 @@ fn run_options_at(now: UnixMs) -> RunOptions {
         customer: None,
         finalize_now: BTreeSet::new(),
         only_period_start: None,
+        credit_policy: None,
     }
 }
 
@@ -534,6 +535,7 @@ fn redraft(
                 period,
                 earlier: &earlier,
                 usage: &table,
+                credit_room: None,
             })
             .unwrap();
             (inv.content.draft.clone(), draft)
@@ -695,6 +697,7 @@ proptest! {
                     period: *p,
                     earlier: &[],
                     usage: &usage,
+                    credit_room: None,
                 })
                 .unwrap();
                 for line in fresh.lines {

@@ -55,6 +55,7 @@ fn run_at(engine: &Engine, store: &BillingStore, now: UnixMs) -> run::RunReport 
             customer: None,
             finalize_now: BTreeSet::new(),
             only_period_start: None,
+            credit_policy: None,
         },
     )
     .unwrap()

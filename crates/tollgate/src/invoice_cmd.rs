@@ -162,6 +162,10 @@ fn run_cycle(args: RunArgs) -> anyhow::Result<ExitCode> {
         customer: customer(args.customer.as_deref())?,
         finalize_now: BTreeSet::new(),
         only_period_start: None,
+        credit_policy: Some(crate::config::credit_policy(
+            None,
+            &args.store.file_config()?,
+        )?),
     };
     let started = std::time::Instant::now();
     let report = run::run(&engine, &billing, &opts)?;

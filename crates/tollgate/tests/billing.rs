@@ -171,6 +171,7 @@ fn report(subscriptions: u32, created: u32, updated: u32, finalized: u32, unchan
         "updated": updated,
         "finalized": finalized,
         "unchanged": unchanged,
+        "credit_notes": 0,
         "errors": [],
     })
 }

@@ -12,6 +12,8 @@
 mod common;
 
 use common::*;
+use std::str::FromStr;
+
 use jiff::{Timestamp, ToSpan};
 use serde_json::{Value, json};
 
@@ -102,7 +104,16 @@ fn finalized_invoice(server: &Server) -> Value {
         200,
         "invoices",
     );
-    let inv = list["data"][0].clone();
+    let mut inv = list["data"][0].clone();
+    if inv["status"] == "draft" {
+        // A long grace period (the late-correction test): finalize it by hand.
+        let id = inv["id"].as_str().unwrap().to_owned();
+        inv = expect(
+            post(server, &format!("/v1/invoices/{id}/finalize"), &json!({})),
+            200,
+            "finalize",
+        );
+    }
     assert_eq!(inv["status"], "finalized", "{inv}");
     assert_eq!(
         (
@@ -172,7 +183,7 @@ fn credit_notes_credit_what_is_left_and_never_more() {
     );
     assert_eq!(
         first["settlement"],
-        json!({"amount_due_minor": 298, "balance_minor": 0})
+        json!({"amount_due_minor": 298, "balance_minor": 0, "refund_minor": 0})
     );
     assert_eq!(first["invoice_number"], inv["number"]);
     assert_eq!(first["memo"], "outage on the 3rd");
@@ -341,7 +352,7 @@ fn credit_notes_credit_what_is_left_and_never_more() {
     );
     assert_eq!(
         approved["settlement"],
-        json!({"amount_due_minor": 1_190, "balance_minor": 0})
+        json!({"amount_due_minor": 1_190, "balance_minor": 0, "refund_minor": 0})
     );
 
     // An invoice with credit notes is not voided (it would give back twice).
@@ -378,7 +389,7 @@ fn credit_notes_credit_what_is_left_and_never_more() {
     );
     assert_eq!(
         full["settlement"],
-        json!({"amount_due_minor": 0, "balance_minor": 5_533})
+        json!({"amount_due_minor": 0, "balance_minor": 5_533, "refund_minor": 0})
     );
     assert_eq!(number_of(&full), 3);
     let grant = full["credit_grant"].as_str().unwrap();
@@ -473,4 +484,176 @@ fn credit_notes_credit_what_is_left_and_never_more() {
         "read key reads",
     );
     assert_eq!(one, first);
+}
+
+/// Runs the invoice cycle (no period: every ended period, and re-prices drafts).
+fn run_all(server: &Server) -> Value {
+    expect(post(server, "/v1/invoices/run", &json!({})), 200, "run")
+}
+
+fn late_notes(server: &Server, invoice: &str) -> Vec<Value> {
+    expect(
+        server.get(&format!("/v1/credit_notes?invoice={invoice}"), ADMIN_KEY),
+        200,
+        "notes",
+    )["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["origin"] == "late_correction")
+        .cloned()
+        .collect()
+}
+
+/// The transfer adjustment lines of the drafts that correct the finalized period.
+fn transfer_adjustments(server: &Server, corrected: &str) -> Vec<Value> {
+    let list = expect(
+        server.get("/v1/invoices?customer=acme&status=draft", ADMIN_KEY),
+        200,
+        "drafts",
+    );
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["lines"].as_array().unwrap().clone())
+        .filter(|l| {
+            l["kind"] == "adjustment"
+                && l["price"] == "transfer"
+                && l["period"]["start"] == corrected
+        })
+        .collect()
+}
+
+#[test]
+fn a_late_correction_that_lowers_a_finalized_period_becomes_a_credit_note_by_policy() {
+    let dir = TestDir::new("credit-notes-late");
+    // A grace period long enough that last month's invoice stays a draft the runs re-price
+    // (late corrections of the finalized month before surface on it).
+    let server = Server::start(
+        &dir.data("data"),
+        &[
+            "--acceptance-window",
+            "120d",
+            "--invoice-every",
+            "0s",
+            "--invoice-grace",
+            "743h",
+            "--credit-auto-issue-below",
+            "300",
+        ],
+    );
+    let inv = finalized_invoice(&server);
+    let id = inv["id"].as_str().unwrap().to_owned();
+    let period_start = inv["period"]["start"].as_str().unwrap().to_owned();
+    let m2_start = Timestamp::from_str(&period_start).unwrap().as_millisecond();
+    // Goodwill first: 6.00 of the 10.00 transfer line.
+    expect(
+        post(
+            &server,
+            &format!("/v1/invoices/{id}/credit_notes"),
+            &json!({"reason": "goodwill", "lines": [{"line": 2, "amount_minor": 600}]}),
+        ),
+        201,
+        "goodwill",
+    );
+
+    // A correction event lowers the finalized period by 300 bytes = 3.00 (+ 0.57 tax = 3.57,
+    // above the 3.00 limit): a note pending approval, not a negative line on the next invoice.
+    assert_counts(
+        &server.ingest(&[event(
+            "fix-1",
+            "acme",
+            m2_start + 5 * DAY_MS,
+            json!({"bytes": -300}),
+        )]),
+        1,
+        0,
+        0,
+        0,
+    );
+    let report = run_all(&server);
+    assert_eq!(report["credit_notes"], 1, "{report}");
+    let notes = late_notes(&server, &id);
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    let first = &notes[0];
+    assert_eq!(
+        (
+            first["status"].as_str(),
+            first["reason"].as_str(),
+            first["created_by"].as_str(),
+            first["total_minor"].as_i64(),
+            first["lines"][0]["invoice_line"].as_u64(),
+            first["lines"][0]["amount_minor"].as_i64(),
+            first["lines"][0]["quantity"].as_str()
+        ),
+        (
+            Some("pending_approval"),
+            Some("late_correction"),
+            Some("invoice_run"),
+            Some(357),
+            Some(2),
+            Some(300),
+            Some("300")
+        ),
+        "{first}"
+    );
+    assert!(
+        transfer_adjustments(&server, &period_start).is_empty(),
+        "given back by the note, not by a line"
+    );
+    // Running again asks nothing twice.
+    let again = run_all(&server);
+    assert_eq!(again["credit_notes"], 0, "{again}");
+    assert_eq!(late_notes(&server, &id).len(), 1);
+
+    // 200 bytes less again: the line has 10.00 − 6.00 − 3.00 = 1.00 left to give back, so a
+    // note of 1.00 (+0.19, issued: below the limit) and a −1.00 adjustment for the rest.
+    assert_counts(
+        &server.ingest(&[event(
+            "fix-2",
+            "acme",
+            m2_start + 6 * DAY_MS,
+            json!({"bytes": -200}),
+        )]),
+        1,
+        0,
+        0,
+        0,
+    );
+    let report = run_all(&server);
+    assert_eq!(report["credit_notes"], 1, "{report}");
+    let notes = late_notes(&server, &id);
+    let second = notes
+        .iter()
+        .find(|n| n["id"] != first["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            second["status"].as_str(),
+            second["total_minor"].as_i64(),
+            second["lines"][0]["amount_minor"].as_i64()
+        ),
+        (Some("issued"), Some(119), Some(100)),
+        "{second}"
+    );
+    let adj = transfer_adjustments(&server, &period_start);
+    assert_eq!(adj.len(), 1, "{adj:#?}");
+    assert_eq!(adj[0]["amount_minor"], -100, "{adj:#?}");
+    let again = run_all(&server);
+    assert_eq!(again["credit_notes"], 0, "{again}");
+
+    // The pending note is approved: issued and numbered, lowering what the invoice owes.
+    let approved = expect(
+        post(
+            &server,
+            &format!("/v1/credit_notes/{}/approve", first["id"].as_str().unwrap()),
+            &json!({}),
+        ),
+        200,
+        "approve",
+    );
+    assert_eq!(approved["status"], "issued");
+    assert_eq!(approved["settlement"]["amount_due_minor"], 357);
 }

@@ -463,6 +463,7 @@ pub fn run_response(r: RunReport) -> InvoiceRunResponse {
         updated: r.updated,
         finalized: r.finalized,
         unchanged: r.unchanged,
+        credit_notes: r.credit_notes,
         errors: r
             .errors
             .into_iter()

@@ -57,6 +57,7 @@ pub(crate) async fn create(
         actor: key.id,
         require_approval: body.require_approval,
         refund: body.refund,
+        quantities: Default::default(),
     };
     let st = state.clone();
     let note = blocking(move || {

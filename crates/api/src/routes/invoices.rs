@@ -49,6 +49,7 @@ pub fn run_cycle(
         period,
         customer,
         finalize_now,
+        credit_policy: Some(state.credit_policy),
     };
     Ok(run::run(&state.engine, &state.billing, &opts)?)
 }

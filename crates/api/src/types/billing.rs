@@ -459,6 +459,9 @@ pub struct InvoiceRunResponse {
     pub finalized: u32,
     /// Drafts unchanged.
     pub unchanged: u32,
+    /// Credit notes created for late corrections that lowered finalized periods (issued, or
+    /// pending approval above `--credit-auto-issue-below`).
+    pub credit_notes: u32,
     /// Subscriptions that failed: `{subscription, code, message}`.
     pub errors: Vec<InvoiceRunErrorBody>,
     /// Milliseconds per stage: `load`, `price` (usage + pricing), `commit`.

@@ -79,6 +79,7 @@ fn invoice(lines: &[(&str, i64)], tax_rate: &str) -> InvoiceDraft {
         period: Period::new(UnixMs(0), UnixMs(86_400_000)),
         lines,
         subtotal_minor,
+        credit_asks: Vec::new(),
         tax_rate,
         tax_minor,
         total_minor: subtotal_minor + tax_minor,

@@ -117,6 +117,10 @@ pub struct InvoiceDraft {
     pub tax_minor: i64,
     /// Subtotal + tax.
     pub total_minor: i64,
+    /// Corrections of earlier periods asked as credit notes instead of lines (only with
+    /// [`DraftInput::credit_room`]); never stored with the invoice.
+    #[serde(skip)]
+    pub credit_asks: Vec<CreditAsk>,
 }
 
 /// What an earlier finalized invoice billed, for adjustments.
@@ -145,6 +149,59 @@ pub struct DraftInput<'a> {
     pub earlier: &'a [Billed<'a>],
     /// Usage quantities for every key [`usage_needs`] returned.
     pub usage: &'a UsageTable,
+    /// When given, a correction that lowers a finalized period is asked as a credit note
+    /// against that period's invoice (up to what its line can still give back) instead of a
+    /// negative adjustment line; what the line cannot give back stays an adjustment.
+    pub credit_room: Option<&'a CreditRoom>,
+}
+
+/// What the lines of finalized invoices can still give back, for corrections asked as credit
+/// notes: each charge line, by what it bills, with its invoice, its number and the amount it
+/// has left (its amount less the credit notes that reserve part of it).
+#[derive(Clone, Debug, Default)]
+pub struct CreditRoom {
+    lines: BTreeMap<BilledKey, (String, u32, i64)>,
+}
+
+impl CreditRoom {
+    /// Records that `line` of `invoice` can still give back `room_minor`.
+    pub fn insert(&mut self, invoice: &str, line: &Line, room_minor: i64) {
+        let key = billed_key(
+            line.period,
+            &line.price_key,
+            &line.segment,
+            &line.plan,
+            line.plan_version,
+        );
+        self.lines
+            .insert(key, (invoice.to_owned(), line.number, room_minor.max(0)));
+    }
+
+    /// Takes up to `amount_minor` of the room of the line billing `key`: the invoice, the line
+    /// and the amount taken (0 when the line is unknown or has nothing left).
+    fn take(&mut self, key: &BilledKey, amount_minor: i64) -> Option<(String, u32, i64)> {
+        let (invoice, line, room) = self.lines.get_mut(key)?;
+        let taken = amount_minor.min(*room).max(0);
+        *room -= taken;
+        (taken > 0).then(|| (invoice.clone(), *line, taken))
+    }
+}
+
+/// A correction that lowers a finalized period, to be given back by a credit note on that
+/// period's invoice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditAsk {
+    /// The invoice to credit.
+    pub invoice: String,
+    /// Its line.
+    pub line: u32,
+    /// The period corrected.
+    pub period: Period,
+    /// Amount before tax (minor units, positive).
+    pub amount_minor: i64,
+    /// The usage given back with it (positive; zero when only the price changed, or when the
+    /// line could give back only part and the rest stays an adjustment).
+    pub quantity: Decimal,
 }
 
 /// The usage the shell must look up to draft `period` (and re-price `earlier` periods).
@@ -300,6 +357,8 @@ pub fn draft(input: &DraftInput<'_>) -> Result<InvoiceDraft, BillingError> {
 
     // What was billed so far for every (period, price, segment) of the correctable periods.
     let correctable = correctable_periods(input.earlier, &input.period);
+    let mut room = input.credit_room.cloned();
+    let mut credit_asks = Vec::new();
     let mut billed: BTreeMap<BilledKey, (Decimal, i64, &Line)> = BTreeMap::new();
     for invoice in input.earlier.iter().filter(|b| !b.voided) {
         for line in invoice.lines {
@@ -333,7 +392,34 @@ pub fn draft(input: &DraftInput<'_>) -> Result<InvoiceDraft, BillingError> {
                 .checked_sub(a_billed)
                 .ok_or(MoneyError::Overflow)?;
             if da != 0 || !dq.is_zero() {
-                push(LineKind::Adjustment, p, *period, dq, Some(a_billed), da);
+                let key = billed_key(*period, &p.price.key, &p.segment, &p.plan, p.plan_version);
+                let taken = match room.as_mut() {
+                    Some(room) if da < 0 => room.take(&key, -da),
+                    _ => None,
+                };
+                match taken {
+                    Some((invoice, line, amount_minor)) => {
+                        let rest = da + amount_minor;
+                        let whole = rest == 0;
+                        credit_asks.push(CreditAsk {
+                            invoice,
+                            line,
+                            period: *period,
+                            amount_minor,
+                            quantity: if whole && dq.is_sign_negative() {
+                                -dq
+                            } else {
+                                Decimal::ZERO
+                            },
+                        });
+                        if !whole {
+                            push(LineKind::Adjustment, p, *period, dq, Some(a_billed), rest);
+                        } else if !dq.is_sign_negative() && !dq.is_zero() {
+                            push(LineKind::Adjustment, p, *period, dq, Some(a_billed), 0);
+                        }
+                    }
+                    None => push(LineKind::Adjustment, p, *period, dq, Some(a_billed), da),
+                }
             }
         }
     }
@@ -387,6 +473,7 @@ pub fn draft(input: &DraftInput<'_>) -> Result<InvoiceDraft, BillingError> {
         tax_rate,
         tax_minor,
         total_minor,
+        credit_asks,
     };
     out.assert_consistent();
     Ok(out)

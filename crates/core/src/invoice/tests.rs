@@ -175,6 +175,7 @@ fn draft_of(
         period: p,
         earlier,
         usage: &usage,
+        credit_room: None,
     })
     .unwrap()
 }
@@ -536,6 +537,7 @@ fn missing_usage_or_version_is_refused() {
         period: jan(),
         earlier: &[],
         usage: &empty,
+        credit_room: None,
     });
     assert!(matches!(r, Err(BillingError::Conflict { .. })), "{r:?}");
 
@@ -551,6 +553,7 @@ fn missing_usage_or_version_is_refused() {
         period: jan(),
         earlier: &[],
         usage: &empty,
+        credit_room: None,
     });
     assert!(matches!(r, Err(BillingError::Conflict { .. })), "{r:?}");
 }

@@ -15,14 +15,17 @@
 //! every issued and pending note of the invoice, so two concurrent requests cannot together
 //! exceed the invoice; an issued or rejected note never changes (a trigger refuses it).
 
+use std::collections::BTreeMap;
+
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_core::billing::CustomerKey;
 use tollgate_core::credit_note::{
     self, CreditChange, CreditDraft, CreditPolicy, CreditReason, CreditRequest, CreditStatus,
     Credited, Origin, Settlement,
 };
-use tollgate_core::invoice::InvoiceStatus;
+use tollgate_core::invoice::{CreditRoom, InvoiceStatus, Line, LineKind};
 use tollgate_core::ledger::{self, Grant};
 use tollgate_core::refund::{RefundOrigin, RefundReason};
 use tollgate_core::time::UnixMs;
@@ -101,6 +104,8 @@ pub struct NewCreditNote {
     /// Give what the note returns on a paid invoice back as a refund of the payment (as far as
     /// what was collected allows), instead of credit balance.
     pub refund: bool,
+    /// Usage given back per invoice line (late corrections: the decrease the note stands for).
+    pub quantities: BTreeMap<u32, Decimal>,
 }
 
 /// Filters of a credit-note listing.
@@ -127,64 +132,7 @@ impl BillingStore {
         policy: CreditPolicy,
         now: UnixMs,
     ) -> Result<CreditNote, BillingStoreError> {
-        let memo = credit_note::memo(&new.memo)?;
-        self.write(|tx| {
-            let invoice = invoice_in(tx, &new.invoice)?;
-            let notes = notes_of_invoice(tx, &invoice.id)?;
-            let earlier = Credited::of(notes.iter().map(|n| (&n.content, n.status)))
-                .map_err(credit_note::CreditNoteError::from)?;
-            let content = credit_note::draft(
-                &invoice.content.draft,
-                invoice.status,
-                &earlier,
-                &new.request,
-            )?;
-            let status = credit_note::initial_status(
-                new.origin,
-                content.total_minor,
-                policy,
-                new.require_approval,
-            );
-            let mut note = CreditNote {
-                id: format!("cn_{}", random_hex(8)),
-                number: None,
-                invoice: invoice.id.clone(),
-                invoice_number: invoice.number.clone(),
-                customer: invoice.content.draft.customer.clone(),
-                currency: invoice.content.draft.currency.to_string(),
-                status: CreditStatus::PendingApproval,
-                origin: new.origin,
-                reason: new.reason,
-                memo,
-                content,
-                settlement: None,
-                grant: None,
-                refund_requested: new.refund,
-                refund: None,
-                created_by: new.actor.clone(),
-                created_ms: now,
-                issued_ms: None,
-                rejected_ms: None,
-                decided_by: None,
-            };
-            tx.execute(
-                "INSERT INTO credit_notes (id, invoice, customer, number, status, origin, doc, created_ms)
-                 VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6, ?7)",
-                params![
-                    note.id,
-                    note.invoice,
-                    note.customer.as_str(),
-                    note.status.as_str(),
-                    origin_name(note.origin),
-                    to_json(&note)?,
-                    now.0
-                ],
-            )?;
-            if status == CreditStatus::Issued {
-                issue_in(tx, &mut note, &invoice, &notes, now)?;
-            }
-            Ok(note)
-        })
+        self.write(|tx| create_credit_note_in(tx, new, policy, now))
     }
 
     /// Approves (issues) or rejects a pending note.
@@ -268,6 +216,156 @@ impl BillingStore {
     pub fn amount_due_left(&self, invoice: &Invoice) -> Result<i64, BillingStoreError> {
         self.read(|c| amount_due_left_in(c, invoice))
     }
+}
+
+/// [`BillingStore::create_credit_note`] inside the caller's transaction (the invoice run
+/// creates late-correction notes in its own).
+pub(crate) fn create_credit_note_in(
+    tx: &Transaction<'_>,
+    new: &NewCreditNote,
+    policy: CreditPolicy,
+    now: UnixMs,
+) -> Result<CreditNote, BillingStoreError> {
+    let memo = credit_note::memo(&new.memo)?;
+    let invoice = invoice_in(tx, &new.invoice)?;
+    let notes = notes_of_invoice(tx, &invoice.id)?;
+    let earlier = Credited::of(notes.iter().map(|n| (&n.content, n.status)))
+        .map_err(credit_note::CreditNoteError::from)?;
+    let mut content = credit_note::draft(
+        &invoice.content.draft,
+        invoice.status,
+        &earlier,
+        &new.request,
+    )?;
+    for line in &mut content.lines {
+        if let Some(q) = line.invoice_line.and_then(|n| new.quantities.get(&n))
+            && q.is_sign_positive()
+            && !q.is_zero()
+        {
+            line.quantity = Some(*q);
+        }
+    }
+    let status = credit_note::initial_status(
+        new.origin,
+        content.total_minor,
+        policy,
+        new.require_approval,
+    );
+    let mut note = CreditNote {
+        id: format!("cn_{}", random_hex(8)),
+        number: None,
+        invoice: invoice.id.clone(),
+        invoice_number: invoice.number.clone(),
+        customer: invoice.content.draft.customer.clone(),
+        currency: invoice.content.draft.currency.to_string(),
+        status: CreditStatus::PendingApproval,
+        origin: new.origin,
+        reason: new.reason,
+        memo,
+        content,
+        settlement: None,
+        grant: None,
+        refund_requested: new.refund,
+        refund: None,
+        created_by: new.actor.clone(),
+        created_ms: now,
+        issued_ms: None,
+        rejected_ms: None,
+        decided_by: None,
+    };
+    tx.execute(
+        "INSERT INTO credit_notes (id, invoice, customer, number, status, origin, doc, created_ms)
+         VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6, ?7)",
+        params![
+            note.id,
+            note.invoice,
+            note.customer.as_str(),
+            note.status.as_str(),
+            origin_name(note.origin),
+            to_json(&note)?,
+            now.0
+        ],
+    )?;
+    if status == CreditStatus::Issued {
+        issue_in(tx, &mut note, &invoice, &notes, now)?;
+    }
+    Ok(note)
+}
+
+/// Every credit note, by invoice (for the invoice run).
+pub(crate) fn notes_by_invoice(
+    c: &Connection,
+) -> Result<BTreeMap<String, Vec<CreditNote>>, BillingStoreError> {
+    let docs: Vec<String> = c
+        .prepare_cached("SELECT doc FROM credit_notes ORDER BY invoice, created_ms, id")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut out: BTreeMap<String, Vec<CreditNote>> = BTreeMap::new();
+    for d in &docs {
+        let note: CreditNote = from_json("credit note", d)?;
+        out.entry(note.invoice.clone()).or_default().push(note);
+    }
+    Ok(out)
+}
+
+/// What late-correction notes gave back of `invoice`'s lines, as negative lines the invoice
+/// run counts as billed (like adjustments), so a correction given back by a note is not
+/// billed again. Every such note counts, whatever its status: a pending one will be decided,
+/// a rejected one was (the operator chose not to give it back).
+pub(crate) fn corrections_as_lines(invoice: &Invoice, notes: &[CreditNote]) -> Vec<Line> {
+    let mut out = Vec::new();
+    for note in notes.iter().filter(|n| n.origin == Origin::LateCorrection) {
+        for cl in &note.content.lines {
+            let Some(template) = cl
+                .invoice_line
+                .and_then(|k| invoice.content.draft.lines.iter().find(|l| l.number == k))
+            else {
+                continue;
+            };
+            out.push(Line {
+                kind: LineKind::Adjustment,
+                quantity: -cl.quantity.unwrap_or(Decimal::ZERO),
+                previously_billed_minor: None,
+                amount_minor: -cl.amount_minor,
+                ..template.clone()
+            });
+        }
+    }
+    out
+}
+
+/// Records in `room` what each charge line of a finalized or paid `invoice` can still give
+/// back: its amount less what reserving notes took of it, and never more than the invoice's
+/// subtotal has left.
+pub(crate) fn credit_room_of(
+    room: &mut CreditRoom,
+    invoice: &Invoice,
+    notes: &[CreditNote],
+) -> Result<(), BillingStoreError> {
+    if !matches!(
+        invoice.status,
+        InvoiceStatus::Finalized | InvoiceStatus::Paid
+    ) {
+        return Ok(());
+    }
+    let credited = Credited::of(notes.iter().map(|n| (&n.content, n.status)))
+        .map_err(credit_note::CreditNoteError::from)?;
+    let invoice_left = invoice.content.draft.subtotal_minor - credited.subtotal_minor;
+    for line in invoice
+        .content
+        .draft
+        .lines
+        .iter()
+        .filter(|l| l.kind == LineKind::Charge && l.amount_minor > 0)
+    {
+        let taken = credited.lines.get(&line.number).map_or(0, |(_, a)| *a);
+        room.insert(
+            &invoice.id,
+            line,
+            (line.amount_minor - taken).min(invoice_left),
+        );
+    }
+    Ok(())
 }
 
 fn origin_name(origin: Origin) -> &'static str {

@@ -5,7 +5,8 @@
 //! period starts in the month, in its customer's time zone), loading each comparison's inputs
 //! — the rollups the invoices' metered lines read and the same usage recomputed from the raw
 //! events in one pass over the month's frames; each period re-priced from the rollups alone
-//! and what its invoice and later adjustments billed; each invoice's provider record (fetched
+//! and what its invoice and later adjustments billed, less what late-correction credit notes
+//! gave back; each invoice's provider record (fetched
 //! from the provider by the caller, or Tollgate's copy of what its webhooks said); each
 //! customer's ledger — the overpayment refund rule, and `reconciliation_runs`.
 //!
@@ -236,6 +237,7 @@ fn priced_lines(
     late: &LateEvents,
 ) -> Result<Vec<PricedLine>, BillingStoreError> {
     let (_, catalog) = store.catalog()?;
+    let notes = store.read(super::credit_notes::notes_by_invoice)?;
     let mut out = Vec::new();
     for inv in invoices.iter().filter(|i| i.status != InvoiceStatus::Void) {
         let d = &inv.content.draft;
@@ -267,11 +269,17 @@ fn priced_lines(
             lines.entry(key(l)).or_default().0 += l.amount_minor;
         }
         for i in &billed_by {
+            // What late-correction credit notes gave back counts against what was billed.
+            let given_back = notes
+                .get(&i.id)
+                .map(|n| super::credit_notes::corrections_as_lines(i, n))
+                .unwrap_or_default();
             for l in i
                 .content
                 .draft
                 .lines
                 .iter()
+                .chain(&given_back)
                 .filter(|l| l.period == d.period)
             {
                 lines.entry(key(l)).or_default().1 += l.amount_minor;

@@ -20,15 +20,20 @@ use serde::Serialize;
 use tollgate_core::billing::{
     BillingError, Customer, CustomerKey, Cycle, Period, Plan, PlanKey, Subscription,
 };
+use tollgate_core::credit_note::{
+    CreditPolicy, CreditReason, CreditRequest, LineCredit, LineRequest, Origin,
+};
 use tollgate_core::event::Subject;
 use tollgate_core::invoice::{
-    self, Billed, Catalog, DraftInput, InvoiceDraft, InvoiceStatus, UsageKey, UsageTable,
+    self, Billed, Catalog, CreditAsk, CreditRoom, DraftInput, InvoiceDraft, InvoiceStatus, Line,
+    UsageKey, UsageTable,
 };
 use tollgate_core::ledger;
 use tollgate_core::time::UnixMs;
 use tollgate_core::usage::UsageQuery;
 use tollgate_core::webhook::EventType;
 
+use super::credit_notes::{CreditNote, NewCreditNote, create_credit_note_in};
 use super::{
     BillingStore, BillingStoreError, Invoice, InvoiceContent, append_entries, entries_in,
     grants_in, to_json,
@@ -58,6 +63,10 @@ pub struct RunOptions {
     pub finalize_now: BTreeSet<String>,
     /// Only the period that starts at this instant (finalizing one invoice early).
     pub only_period_start: Option<UnixMs>,
+    /// Late corrections that lower a finalized period become credit notes against its invoice
+    /// under this policy (issued below its limit, pending approval above); `None`: they stay
+    /// negative adjustment lines on the next invoice.
+    pub credit_policy: Option<CreditPolicy>,
 }
 
 /// What one run did.
@@ -73,6 +82,8 @@ pub struct RunReport {
     pub finalized: u32,
     /// Drafts looked at that did not change.
     pub unchanged: u32,
+    /// Credit notes created for late corrections that lowered finalized periods.
+    pub credit_notes: u32,
     /// Subscriptions that could not be invoiced, with why.
     pub errors: Vec<RunError>,
     /// Where the time went.
@@ -164,6 +175,10 @@ pub fn run(
         }
     }
 
+    let notes = match opts.credit_policy {
+        Some(_) => Some(store.read(super::credit_notes::notes_by_invoice)?),
+        None => None,
+    };
     let mut report = RunReport::default();
     report.timings.load_ms = ms_since(started);
     let started = std::time::Instant::now();
@@ -171,7 +186,13 @@ pub fn run(
     for sub in &subs {
         report.subscriptions += 1;
         let mine = invoices.remove(&sub.id.0).unwrap_or_default();
-        match plan_subscription(engine, &plans, &catalog, &customers, sub, mine, opts) {
+        let input = Loaded {
+            plans: &plans,
+            catalog: &catalog,
+            customers: &customers,
+            notes: notes.as_ref(),
+        };
+        match plan_subscription(engine, &input, sub, mine, opts) {
             Ok(mut a) => actions.append(&mut a),
             Err(e) => report.errors.push(RunError {
                 subscription: sub.id.0.clone(),
@@ -190,6 +211,14 @@ pub fn run(
                 .collect::<Result<_, _>>()?
         };
         for action in actions {
+            let asks = match &action {
+                Action::Create { draft, .. } | Action::Update { draft, .. } => {
+                    draft.credit_asks.clone()
+                }
+            };
+            if let Some(policy) = opts.credit_policy {
+                late_credit_notes(tx, &asks, policy, opts.now, &mut report)?;
+            }
             match action {
                 Action::Create {
                     id,
@@ -284,6 +313,59 @@ pub fn run(
     Ok(report)
 }
 
+/// Creates the credit notes a draft asked for (one per credited invoice, a line per credited
+/// line), in the run's transaction. A note the invoice can no longer take (a cap reached
+/// meanwhile) is reported as an error of the run instead of failing it.
+fn late_credit_notes(
+    tx: &rusqlite::Transaction<'_>,
+    asks: &[CreditAsk],
+    policy: CreditPolicy,
+    now: UnixMs,
+    report: &mut RunReport,
+) -> Result<(), BillingStoreError> {
+    let mut by_invoice: BTreeMap<&str, Vec<&CreditAsk>> = BTreeMap::new();
+    for ask in asks {
+        by_invoice
+            .entry(ask.invoice.as_str())
+            .or_default()
+            .push(ask);
+    }
+    for (invoice, asks) in by_invoice {
+        let new = NewCreditNote {
+            invoice: invoice.to_owned(),
+            request: CreditRequest::Lines(
+                asks.iter()
+                    .map(|a| LineRequest {
+                        line: a.line,
+                        credit: LineCredit::AmountMinor(a.amount_minor),
+                    })
+                    .collect(),
+            ),
+            reason: CreditReason::LateCorrection,
+            memo: format!(
+                "usage of {} – {} corrected after the invoice was finalized",
+                asks[0].period.start.to_rfc3339(),
+                asks[0].period.end.to_rfc3339()
+            ),
+            origin: Origin::LateCorrection,
+            actor: "invoice_run".into(),
+            require_approval: false,
+            refund: false,
+            quantities: asks.iter().map(|a| (a.line, a.quantity)).collect(),
+        };
+        match create_credit_note_in(tx, &new, policy, now) {
+            Ok(_) => report.credit_notes += 1,
+            Err(BillingStoreError::Credit(e)) => report.errors.push(RunError {
+                subscription: String::new(),
+                code: e.code().to_owned(),
+                message: format!("late-correction credit note for {invoice} refused: {e}"),
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn content_of(draft: InvoiceDraft, credits_applied_minor: i64) -> InvoiceContent {
     let amount_due_minor = draft.total_minor - credits_applied_minor;
     InvoiceContent {
@@ -370,15 +452,26 @@ fn finalize_content(
     Ok((number, content_of(draft, credits)))
 }
 
+/// What a run loaded once for every subscription.
+struct Loaded<'a> {
+    plans: &'a BTreeMap<PlanKey, Plan>,
+    catalog: &'a Catalog,
+    customers: &'a BTreeMap<CustomerKey, Customer>,
+    /// Credit notes by invoice, when late corrections become credit notes.
+    notes: Option<&'a NotesByInvoice>,
+}
+
+/// Credit notes by invoice id.
+type NotesByInvoice = BTreeMap<String, Vec<CreditNote>>;
+
 fn plan_subscription(
     engine: &Engine,
-    plans: &BTreeMap<PlanKey, Plan>,
-    catalog: &Catalog,
-    customers: &BTreeMap<CustomerKey, Customer>,
+    input: &Loaded<'_>,
     sub: &Subscription,
     mut mine: BTreeMap<UnixMs, Invoice>,
     opts: &RunOptions,
 ) -> Result<Vec<Action>, BillingStoreError> {
+    let (plans, catalog, customers) = (input.plans, input.catalog, input.customers);
     let customer = customers
         .get(&sub.customer)
         .ok_or_else(|| super::not_found("customer", sub.customer.as_str()))?;
@@ -399,6 +492,7 @@ fn plan_subscription(
             &mine,
             opts.acceptance_window_ms,
             None,
+            input.notes,
         )?;
         let (action, id) = match existing {
             None => {
@@ -432,7 +526,25 @@ fn plan_subscription(
             Action::Create { finalize: true, .. } | Action::Update { finalize: true, .. }
         );
         actions.push(action);
-        // Later periods of this run see this one as billed.
+        // Later periods of this run see this one as billed, and the corrections it asked as
+        // credit notes as given back (the notes are written at commit).
+        let mut draft = draft;
+        for ask in std::mem::take(&mut draft.credit_asks) {
+            let template = mine
+                .values()
+                .find(|i| i.id == ask.invoice)
+                .and_then(|i| i.content.draft.lines.iter().find(|l| l.number == ask.line));
+            if let Some(t) = template {
+                let given_back = Line {
+                    kind: invoice::LineKind::Adjustment,
+                    quantity: -ask.quantity,
+                    previously_billed_minor: None,
+                    amount_minor: -ask.amount_minor,
+                    ..t.clone()
+                };
+                draft.lines.push(given_back);
+            }
+        }
         let now = opts.now;
         mine.insert(
             period.start,
@@ -473,6 +585,7 @@ fn draft_period(
     mine: &BTreeMap<UnixMs, Invoice>,
     acceptance_window_ms: i64,
     forecast_at: Option<UnixMs>,
+    notes: Option<&NotesByInvoice>,
 ) -> Result<InvoiceDraft, BillingStoreError> {
     let last_finalized = mine
         .values()
@@ -480,7 +593,7 @@ fn draft_period(
         .filter_map(|i| i.finalized_ms)
         .max()
         .unwrap_or(UnixMs(i64::MIN));
-    let earlier: Vec<Billed<'_>> = mine
+    let correctable: Vec<&Invoice> = mine
         .values()
         .filter(|i| {
             let p = i.content.draft.period;
@@ -488,10 +601,27 @@ fn draft_period(
                 && p.end <= period.start
                 && p.end.0.saturating_add(acceptance_window_ms) > last_finalized.0
         })
-        .map(|i| Billed {
+        .collect();
+    // With credit notes for late corrections: what notes gave back counts as billed, and each
+    // line's room to give back more.
+    let mut room = notes.map(|_| CreditRoom::default());
+    let mut lines: Vec<Vec<Line>> = Vec::with_capacity(correctable.len());
+    for inv in &correctable {
+        let mut all = inv.content.draft.lines.clone();
+        if let (Some(notes), Some(room)) = (notes, room.as_mut()) {
+            let of = notes.get(&inv.id).map_or(&[][..], Vec::as_slice);
+            all.extend(super::credit_notes::corrections_as_lines(inv, of));
+            super::credit_notes::credit_room_of(room, inv, of)?;
+        }
+        lines.push(all);
+    }
+    let earlier: Vec<Billed<'_>> = correctable
+        .iter()
+        .zip(&lines)
+        .map(|(i, lines)| Billed {
             period: i.content.draft.period,
             voided: i.status == InvoiceStatus::Void,
-            lines: &i.content.draft.lines,
+            lines,
         })
         .collect();
     let needs = invoice::usage_needs(sub, catalog, &period, &earlier)?;
@@ -506,6 +636,7 @@ fn draft_period(
         period,
         earlier: &earlier,
         usage: &usage,
+        credit_room: room.as_ref(),
     })?)
 }
 
@@ -526,6 +657,7 @@ pub(crate) fn reprice_period(
         period,
         &BTreeMap::new(),
         0,
+        None,
         None,
     )
 }
@@ -594,6 +726,7 @@ fn running(
         &mine,
         acceptance_window_ms,
         forecast.then_some(now),
+        Some(&store.read(super::credit_notes::notes_by_invoice)?),
     )
     .map(Some)
 }
