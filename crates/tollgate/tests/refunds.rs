@@ -163,6 +163,36 @@ fn refunds_of_a_stripe_payment_run_there_once_and_never_exceed_what_was_paid() {
         .sum();
     assert_eq!(total, 4900, "all that was paid, and no more");
 
+    // The customer's portal shows the note, where its money went, and both refunds.
+    let session = expect(
+        call(
+            &server,
+            "POST",
+            "/v1/customers/acme/portal_sessions",
+            Some(&json!({})),
+        ),
+        201,
+        "portal session",
+    );
+    let page = server
+        .get_raw(
+            &format!(
+                "/portal/{}/invoices/{inv}",
+                session["token"].as_str().unwrap()
+            ),
+            ADMIN_KEY,
+        )
+        .text;
+    let number = note["number"].as_str().unwrap();
+    assert!(page.contains(number), "{page}");
+    assert!(page.contains("product unsatisfactory"), "{page}");
+    assert!(page.contains("39.00 EUR refunded"), "{page}");
+    assert!(
+        page.contains("10.00 EUR added to your credit balance"),
+        "{page}"
+    );
+    assert_eq!(page.matches("status succeeded").count(), 2, "{page}");
+
     // Nothing is left: any further refund is refused.
     let more = refund(&server, &inv, &json!({"reason": "duplicate"}));
     assert_error(&more, 409, "nothing_to_refund");

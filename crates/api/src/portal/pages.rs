@@ -1046,6 +1046,25 @@ pub(crate) async fn invoices(
     })
 }
 
+/// An issued credit note as the customer sees it.
+pub(crate) struct CreditNoteView {
+    pub number: String,
+    pub issued: String,
+    pub reason: String,
+    pub memo: String,
+    pub total: String,
+    /// Where its money went: "lowered the amount due", "credit balance", "refunded".
+    pub settled: String,
+}
+
+/// A refund as the customer sees it.
+pub(crate) struct RefundView {
+    pub created: String,
+    pub amount: String,
+    pub status: &'static str,
+    pub done: String,
+}
+
 #[derive(Template)]
 #[template(path = "portal/invoice.html")]
 pub(crate) struct InvoiceDetailPage {
@@ -1053,6 +1072,78 @@ pub(crate) struct InvoiceDetailPage {
     pub title: String,
     pub inv: crate::render::InvoicePage,
     pub draft_note: bool,
+    pub credit_notes: Vec<CreditNoteView>,
+    pub refunds: Vec<RefundView>,
+}
+
+/// The issued credit notes and the refunds (not canceled ones) of an invoice, for its page.
+fn notes_and_refunds(
+    st: &crate::AppState,
+    inv: &tollgate_store::billing::Invoice,
+    tz: &jiff::tz::TimeZone,
+) -> Result<(Vec<CreditNoteView>, Vec<RefundView>), ApiError> {
+    use tollgate_core::credit_note::CreditStatus;
+    use tollgate_core::refund::RefundStatus;
+    let currency = inv.content.draft.currency;
+    let money = |minor: i64| format!("{} {}", currency.format(minor), currency.code());
+    let day = |t: UnixMs| {
+        t.to_timestamp()
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d")
+            .to_string()
+    };
+    let notes =
+        st.billing
+            .credit_notes(&tollgate_store::billing::credit_notes::CreditNoteFilter {
+                invoice: Some(inv.id.clone()),
+                status: Some(CreditStatus::Issued),
+                limit: tollgate_store::billing::LIST_LIMIT_MAX,
+                ..Default::default()
+            })?;
+    let refunds = st
+        .billing
+        .refunds(&tollgate_store::billing::refunds::RefundFilter {
+            invoice: Some(inv.id.clone()),
+            limit: tollgate_store::billing::LIST_LIMIT_MAX,
+            ..Default::default()
+        })?;
+    let notes = notes
+        .iter()
+        .map(|n| {
+            let s = n.settlement.unwrap_or_default();
+            let settled: Vec<String> = [
+                (s.amount_due_minor, "lowered the amount due"),
+                (s.balance_minor, "added to your credit balance"),
+                (s.refund_minor, "refunded"),
+            ]
+            .into_iter()
+            .filter(|(m, _)| *m > 0)
+            .map(|(m, what)| format!("{} {what}", money(m)))
+            .collect();
+            CreditNoteView {
+                number: n.number.clone().unwrap_or_default(),
+                issued: n.issued_ms.map(day).unwrap_or_default(),
+                reason: match serde_json::to_value(n.reason) {
+                    Ok(serde_json::Value::String(r)) => r.replace('_', " "),
+                    _ => String::new(),
+                },
+                memo: n.memo.clone(),
+                total: money(n.content.total_minor),
+                settled: settled.join(", "),
+            }
+        })
+        .collect();
+    let refunds = refunds
+        .iter()
+        .filter(|r| r.status != RefundStatus::Canceled)
+        .map(|r| RefundView {
+            created: day(r.created_ms),
+            amount: money(r.amount_minor),
+            status: r.status.as_str(),
+            done: r.done_ms.map(day).unwrap_or_default(),
+        })
+        .collect();
+    Ok((notes, refunds))
 }
 
 /// `GET /portal/{token}/invoices/{id}`.
@@ -1076,12 +1167,15 @@ pub(crate) async fn invoice(
                 v.quantity = format!("{} ({m})", unit_of(&st, m).format(l.quantity));
             }
         }
+        let (credit_notes, refunds) = notes_and_refunds(&st, &inv, c.time_zone.tz())?;
         Ok((
             InvoiceDetailPage {
                 nav: Nav::new(&who, "invoices"),
                 title: view.title.clone(),
                 inv: view,
                 draft_note: !inv.status.is_final(),
+                credit_notes,
+                refunds,
             },
             inv,
         ))
