@@ -245,6 +245,10 @@ pub fn router(state: State) -> Router {
             "/v1/customers/{key}/portal_sessions",
             post(routes::portal_sessions::create),
         )
+        .route(
+            "/v1/admin_sessions",
+            post(routes::portal_sessions::create_admin),
+        )
         .route("/v1/exports/{kind}", get(routes::exports::download))
         .merge(portal::router())
         // Webhooks: endpoint registry, outbox messages, deliveries, replay.

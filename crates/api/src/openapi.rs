@@ -59,6 +59,7 @@ use crate::routes;
         routes::reconciliation::create,
         routes::reconciliation::list,
         routes::reconciliation::get,
+        routes::portal_sessions::create_admin,
         routes::invoices::run_now,
         routes::invoices::explain,
         routes::entitlements::check,

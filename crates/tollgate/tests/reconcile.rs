@@ -282,6 +282,51 @@ fn reconciliation_finds_each_injected_difference_and_nothing_in_a_clean_period()
         )
         .text;
     assert!(page.contains("late_event_after_finalization") && page.contains("0 unexplained"));
+    // The same page in a browser, through a signed admin link (no API key needed); a
+    // customer's portal link does not open it, and it does not open a customer's portal.
+    let admin = expect(
+        call(&server, "POST", "/v1/admin_sessions", Some(&json!({}))),
+        201,
+        "admin session",
+    );
+    let admin_token = admin["token"].as_str().unwrap().to_owned();
+    assert!(
+        admin["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/admin/{admin_token}/reconciliation"))
+    );
+    let list_page = server
+        .get_raw(&format!("/admin/{admin_token}/reconciliation"), "")
+        .text;
+    assert!(list_page.contains(late_id) && list_page.contains(clean["id"].as_str().unwrap()));
+    let report_page = server.get_raw(
+        &format!("/admin/{admin_token}/reconciliation/{late_id}"),
+        "",
+    );
+    assert_eq!(report_page.status, 200);
+    assert!(report_page.text.contains("late_event_after_finalization"));
+    let customer = expect(
+        call(
+            &server,
+            "POST",
+            "/v1/customers/acme/portal_sessions",
+            Some(&json!({})),
+        ),
+        201,
+        "portal session",
+    );
+    let customer_token = customer["token"].as_str().unwrap();
+    assert_eq!(
+        server
+            .get_raw(&format!("/admin/{customer_token}/reconciliation"), "")
+            .status,
+        401
+    );
+    assert_eq!(
+        server.get_raw(&format!("/portal/{admin_token}"), "").status,
+        401
+    );
     assert_error(
         &call(
             &server,

@@ -13,6 +13,7 @@
 //! token, and every read goes through it, so one customer's link can never read another's
 //! data. Pages work without JavaScript and without cookies; the link is the whole credential.
 
+pub mod admin;
 pub mod chart;
 pub(crate) mod pages;
 pub mod scope;
@@ -38,6 +39,8 @@ pub fn router() -> Router<crate::State> {
             "/portal/{token}/invoices/{id}/lines/{line}",
             get(pages::line),
         )
+        .route("/admin/{token}/reconciliation", get(admin::runs))
+        .route("/admin/{token}/reconciliation/{id}", get(admin::run))
 }
 
 /// An error shown as a page: the status and code of the [`ApiError`], in words a customer

@@ -1,4 +1,5 @@
-//! Portal tokens: a signed, expiring capability for one customer.
+//! Portal tokens: a signed, expiring capability for one customer (or, for admin pages, for the
+//! API key that asked; the purpose is signed, so neither opens the other).
 //!
 //! Owns: the token format and its check. A token is
 //! `v1.<customer key as hex>.<expiry, unix seconds>.<nonce, 16 hex>.<HMAC-SHA256, 64 hex>`,
@@ -48,31 +49,80 @@ pub struct Grant {
     pub expires: UnixMs,
 }
 
-fn mac(secret: &[u8], customer: &str, expires_s: i64, nonce: &str) -> HmacSha256 {
+/// What a token opens; part of what is signed, so a token for one never opens the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// One customer's portal.
+    Portal,
+    /// The admin pages (reconciliation reports); the subject is the API key that asked.
+    Admin,
+}
+
+fn mac(secret: &[u8], purpose: Purpose, subject: &str, expires_s: i64, nonce: &str) -> HmacSha256 {
     // HMAC takes keys of any length; new_from_slice cannot fail for it.
     let mut m = match HmacSha256::new_from_slice(secret) {
         Ok(m) => m,
         Err(_) => unreachable!("HMAC accepts keys of every length"),
     };
-    m.update(format!("tollgate-portal-{VERSION}\n{customer}\n{expires_s}\n{nonce}").as_bytes());
+    let domain = match purpose {
+        Purpose::Portal => "portal",
+        Purpose::Admin => "admin",
+    };
+    m.update(format!("tollgate-{domain}-{VERSION}\n{subject}\n{expires_s}\n{nonce}").as_bytes());
     m
 }
 
 /// Signs a token for `customer` valid until `expires` (whole seconds; rounded down).
 pub fn sign(secret: &[u8], customer: &CustomerKey, expires: UnixMs, nonce: &str) -> String {
+    sign_for(secret, Purpose::Portal, customer.as_str(), expires, nonce)
+}
+
+/// Signs an admin token for the API key `key_id` valid until `expires`: it opens the admin
+/// pages, never a customer's portal.
+pub fn sign_admin(secret: &[u8], key_id: &str, expires: UnixMs, nonce: &str) -> String {
+    sign_for(secret, Purpose::Admin, key_id, expires, nonce)
+}
+
+fn sign_for(
+    secret: &[u8],
+    purpose: Purpose,
+    subject: &str,
+    expires: UnixMs,
+    nonce: &str,
+) -> String {
     let expires_s = expires.0.div_euclid(1000);
-    let tag = mac(secret, customer.as_str(), expires_s, nonce)
+    let tag = mac(secret, purpose, subject, expires_s, nonce)
         .finalize()
         .into_bytes();
     format!(
         "{VERSION}.{}.{expires_s}.{nonce}.{}",
-        hex::encode(customer.as_str()),
+        hex::encode(subject),
         hex::encode(tag)
     )
 }
 
-/// Checks a token at `now`.
+/// Checks a customer's token at `now`.
 pub fn verify(secret: &[u8], token: &str, now: UnixMs) -> Result<Grant, TokenError> {
+    let (customer, expires) = verify_for(secret, Purpose::Portal, token, now)?;
+    let customer = CustomerKey::parse(&customer).map_err(|_| TokenError::Invalid)?;
+    Ok(Grant { customer, expires })
+}
+
+/// Checks an admin token at `now`: the API key id that asked for it, and its expiry.
+pub fn verify_admin(
+    secret: &[u8],
+    token: &str,
+    now: UnixMs,
+) -> Result<(String, UnixMs), TokenError> {
+    verify_for(secret, Purpose::Admin, token, now)
+}
+
+fn verify_for(
+    secret: &[u8],
+    purpose: Purpose,
+    token: &str,
+    now: UnixMs,
+) -> Result<(String, UnixMs), TokenError> {
     let mut parts = token.split('.');
     let (Some(VERSION), Some(customer_hex), Some(expires_text), Some(nonce), Some(tag_hex), None) = (
         parts.next(),
@@ -97,15 +147,14 @@ pub fn verify(secret: &[u8], token: &str, now: UnixMs) -> Result<Grant, TokenErr
         return Err(TokenError::Invalid);
     }
     let tag = hex::decode(tag_hex).map_err(|_| TokenError::Invalid)?;
-    mac(secret, &customer, expires_s, nonce)
+    mac(secret, purpose, &customer, expires_s, nonce)
         .verify_slice(&tag)
         .map_err(|_| TokenError::Invalid)?;
-    let customer = CustomerKey::parse(&customer).map_err(|_| TokenError::Invalid)?;
     let expires = UnixMs(expires_s.saturating_mul(1000));
     if now >= expires {
         return Err(TokenError::Expired);
     }
-    Ok(Grant { customer, expires })
+    Ok((customer, expires))
 }
 
 #[cfg(test)]

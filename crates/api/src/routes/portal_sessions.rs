@@ -1,4 +1,5 @@
-//! `POST /v1/customers/{key}/portal_sessions`: a signed, expiring portal link for one customer.
+//! `POST /v1/customers/{key}/portal_sessions`: a signed, expiring portal link for one customer;
+//! `POST /v1/admin_sessions`: a signed, expiring link to the admin pages.
 
 use axum::Json;
 use axum::body::Body;
@@ -15,7 +16,7 @@ use crate::convert::billing::customer_key;
 use crate::convert::time_text;
 use crate::portal::token;
 use crate::types::ErrorResponse;
-use crate::types::portal::{PortalSessionBody, PortalSessionResponse};
+use crate::types::portal::{AdminSessionResponse, PortalSessionBody, PortalSessionResponse};
 
 /// Default life of a portal link (seconds).
 pub const PORTAL_SESSION_SECONDS_DEFAULT: i64 = 3600;
@@ -44,6 +45,34 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, Json<PortalSessionResponse>), ApiError> {
     authorize(&state, &headers, Scope::Admin)?;
     let key = customer_key(&key)?;
+    let (seconds, base_url) = session_request(&headers, body).await?;
+    let st = state.clone();
+    let customer = key.to_string();
+    let (token, expires) = blocking(move || {
+        // 404 for an unknown customer: a link to nobody is a mistake worth telling.
+        st.billing.customer(&key)?;
+        let secret = st.billing.portal_secret()?;
+        // Whole seconds: the token carries seconds.
+        let now_s = st.engine.now().0.div_euclid(1000);
+        let expires = UnixMs((now_s + seconds) * 1000);
+        let nonce = tollgate_store::billing::new_id_hex();
+        Ok((token::sign(&secret, &key, expires, &nonce), expires))
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(PortalSessionResponse {
+            customer,
+            url: format!("{base_url}/portal/{token}"),
+            token,
+            expires_at: time_text(expires),
+        }),
+    ))
+}
+
+/// A session request's life (seconds) and the base URL of its link: from the body, or the
+/// defaults (an hour; the request's `Host`).
+async fn session_request(headers: &HeaderMap, body: Body) -> Result<(i64, String), ApiError> {
     let bytes = read_body(body, MANAGEMENT_BODY_BYTES_MAX).await?;
     let body: PortalSessionBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         PortalSessionBody::default()
@@ -89,24 +118,47 @@ pub(crate) async fn create(
             format!("http://{host}")
         }
     };
+    Ok((seconds, base_url))
+}
+
+/// Create an admin link: a URL that opens the admin pages (reconciliation reports, with their
+/// CSV) in a browser until it expires. Signed for the admin purpose: it never opens a
+/// customer's portal, and a customer's link never opens it.
+#[utoipa::path(
+    post,
+    path = "/v1/admin_sessions",
+    tag = "portal",
+    request_body(content = PortalSessionBody, description = "Optional; `{}` or no body for the defaults"),
+    responses(
+        (status = 201, body = AdminSessionResponse),
+        (status = 400, description = "`malformed_json`, `invalid_body`, `invalid_base_url`", body = ErrorResponse),
+        (status = 422, description = "`portal_session_seconds_max`", body = ErrorResponse),
+    ),
+    security(("api_key" = ["admin"]))
+)]
+pub(crate) async fn create_admin(
+    State(state): State<crate::State>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<AdminSessionResponse>), ApiError> {
+    let key = authorize(&state, &headers, Scope::Admin)?;
+    let (seconds, base_url) = session_request(&headers, body).await?;
     let st = state.clone();
-    let customer = key.to_string();
     let (token, expires) = blocking(move || {
-        // 404 for an unknown customer: a link to nobody is a mistake worth telling.
-        st.billing.customer(&key)?;
         let secret = st.billing.portal_secret()?;
-        // Whole seconds: the token carries seconds.
         let now_s = st.engine.now().0.div_euclid(1000);
         let expires = UnixMs((now_s + seconds) * 1000);
         let nonce = tollgate_store::billing::new_id_hex();
-        Ok((token::sign(&secret, &key, expires, &nonce), expires))
+        Ok((
+            token::sign_admin(&secret, &key.id, expires, &nonce),
+            expires,
+        ))
     })
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(PortalSessionResponse {
-            customer,
-            url: format!("{base_url}/portal/{token}"),
+        Json(AdminSessionResponse {
+            url: format!("{base_url}/admin/{token}/reconciliation"),
             token,
             expires_at: time_text(expires),
         }),

@@ -26,3 +26,14 @@ pub struct PortalSessionResponse {
     /// RFC 3339; the link answers 401 from then on.
     pub expires_at: String,
 }
+
+/// An admin link.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AdminSessionResponse {
+    /// Open this in a browser: the reconciliation runs.
+    pub url: String,
+    /// The token inside the URL.
+    pub token: String,
+    /// RFC 3339: when the link stops working.
+    pub expires_at: String,
+}
