@@ -10,14 +10,14 @@
 //! never opens these pages and an admin link never opens a customer's portal.
 
 use askama::Template;
-use axum::extract::{FromRequestParts, Path, Query, RawPathParams, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use tollgate_store::billing::reconcile::RECONCILIATION_LIST_MAX;
 
 use super::PageError;
-use super::token::{self, TokenError};
+use super::token;
 use crate::ApiError;
 use crate::convert::time_text;
 use crate::routes::{blocking, query_params};
@@ -35,14 +35,7 @@ impl FromRequestParts<crate::State> for PortalAdmin {
         parts: &mut Parts,
         state: &crate::State,
     ) -> Result<Self, Self::Rejection> {
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::from(TokenError::Invalid))?;
-        let token = params
-            .iter()
-            .find(|(name, _)| *name == "token")
-            .map(|(_, value)| value.to_owned())
-            .ok_or_else(|| ApiError::from(TokenError::Invalid))?;
+        let token = super::scope::token_of(parts, state).await?;
         let st = state.clone();
         let checked = token.clone();
         blocking(move || {

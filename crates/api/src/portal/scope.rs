@@ -107,14 +107,7 @@ impl FromRequestParts<crate::State> for PortalCustomer {
         parts: &mut Parts,
         state: &crate::State,
     ) -> Result<Self, Self::Rejection> {
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::from(TokenError::Invalid))?;
-        let token = params
-            .iter()
-            .find(|(name, _)| *name == "token")
-            .map(|(_, value)| value.to_owned())
-            .ok_or_else(|| ApiError::from(TokenError::Invalid))?;
+        let token = token_of(parts, state).await?;
         let st = state.clone();
         let scoped = blocking(move || {
             let secret = st.billing.portal_secret()?;
@@ -133,4 +126,16 @@ impl FromRequestParts<crate::State> for PortalCustomer {
         .await?;
         Ok(scoped)
     }
+}
+
+/// The `{token}` segment of a portal or admin path (a missing one is an invalid link).
+pub(crate) async fn token_of(parts: &mut Parts, state: &crate::State) -> Result<String, PageError> {
+    let params = RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::from(TokenError::Invalid))?;
+    Ok(params
+        .iter()
+        .find(|(name, _)| *name == "token")
+        .map(|(_, value)| value.to_owned())
+        .ok_or_else(|| ApiError::from(TokenError::Invalid))?)
 }

@@ -141,3 +141,32 @@ pub(crate) fn next_after<T>(page: &[T], limit: usize, id: impl Fn(&T) -> &str) -
         .then(|| page.last().map(|item| id(item).to_owned()))
         .flatten()
 }
+
+/// The filters shared by the listings of invoice documents (credit notes, refunds):
+/// `customer`, `invoice`, `status`, `after`, `limit`.
+pub(crate) struct DocumentQuery<S> {
+    pub customer: Option<tollgate_core::billing::CustomerKey>,
+    pub invoice: Option<String>,
+    pub status: Option<S>,
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// Reads a [`DocumentQuery`]: unknown parameters, a bad customer key, limit or status are 400s.
+pub(crate) fn document_query<S>(
+    pairs: Vec<(String, String)>,
+    parse_status: impl Fn(&str) -> Option<S>,
+    statuses: &str,
+) -> Result<DocumentQuery<S>, ApiError> {
+    let params = query_params(pairs, &["customer", "invoice", "status", "after", "limit"])?;
+    Ok(DocumentQuery {
+        customer: params
+            .get("customer")
+            .map(|c| crate::convert::billing::customer_key(c))
+            .transpose()?,
+        invoice: params.get("invoice").cloned(),
+        status: status_param(&params, parse_status, statuses)?,
+        after: params.get("after").cloned(),
+        limit: limit_param(&params, 100, tollgate_store::billing::LIST_LIMIT_MAX)?,
+    })
+}

@@ -7,16 +7,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use tollgate_core::refund::{RefundChange, RefundOrigin, RefundStatus};
 use tollgate_store::Scope;
-use tollgate_store::billing::LIST_LIMIT_MAX;
 use tollgate_store::billing::refunds::{NewRefund, RefundFilter};
 
-use super::{
-    MANAGEMENT_BODY_BYTES_MAX, blocking, limit_param, next_after, query_params, read_json,
-    status_param,
-};
+use super::{MANAGEMENT_BODY_BYTES_MAX, blocking, document_query, next_after, read_json};
 use crate::ApiError;
 use crate::auth::authorize;
-use crate::convert::billing::customer_key;
 use crate::convert::refunds::{reason, refund_response};
 use crate::types::ErrorResponse;
 use crate::types::refunds::{RefundBody, RefundList, RefundOutcomeBody, RefundResponse};
@@ -90,20 +85,17 @@ pub(crate) async fn list(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<RefundList>, ApiError> {
     authorize(&state, &headers, Scope::Read)?;
-    let params = query_params(pairs, &["customer", "invoice", "status", "after", "limit"])?;
-    let limit = limit_param(&params, 100, LIST_LIMIT_MAX)?;
+    let q = document_query(
+        pairs,
+        RefundStatus::parse,
+        "pending, succeeded, failed or canceled",
+    )?;
+    let limit = q.limit;
     let filter = RefundFilter {
-        customer: params
-            .get("customer")
-            .map(|c| customer_key(c))
-            .transpose()?,
-        invoice: params.get("invoice").cloned(),
-        status: status_param(
-            &params,
-            RefundStatus::parse,
-            "pending, succeeded, failed or canceled",
-        )?,
-        after: params.get("after").cloned(),
+        customer: q.customer,
+        invoice: q.invoice,
+        status: q.status,
+        after: q.after,
         limit,
     };
     let st = state.clone();
