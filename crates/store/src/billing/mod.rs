@@ -614,9 +614,15 @@ impl BillingStore {
     /// Invoices in id order.
     pub fn invoices(&self, filter: &InvoiceFilter) -> Result<Vec<Invoice>, BillingStoreError> {
         self.read(|c| {
+            // One customer's invoices through its index; `?1 IS NULL OR …` would scan them all.
+            let by = if filter.customer.is_some() {
+                "customer = ?1"
+            } else {
+                "?1 IS NULL"
+            };
             let sql = format!(
                 "SELECT {INVOICE_COLUMNS} FROM invoices
-                 WHERE (?1 IS NULL OR customer = ?1) AND (?2 IS NULL OR status = ?2) AND id > ?3
+                 WHERE {by} AND (?2 IS NULL OR status = ?2) AND id > ?3
                  ORDER BY id LIMIT ?4"
             );
             let mut stmt = c.prepare(&sql)?;

@@ -85,13 +85,8 @@ pub fn month_label(month: Date) -> String {
     format!("{:04}-{:02}", month.year(), month.month())
 }
 
-/// The invoices whose billing period starts in `month` (in the customer's zone), not drafts.
-fn invoices_of_month(
-    store: &BillingStore,
-    customers: &BTreeMap<CustomerKey, Customer>,
-    month: Date,
-) -> Result<Vec<Invoice>, BillingStoreError> {
-    let (y, m) = (month.year(), month.month());
+/// Every invoice, in id order.
+fn all_invoices(store: &BillingStore) -> Result<Vec<Invoice>, BillingStoreError> {
     let mut out = Vec::new();
     let mut after = None;
     loop {
@@ -103,22 +98,32 @@ fn invoices_of_month(
         })?;
         let done = page.len() < LIST_LIMIT_MAX;
         after = page.last().map(|i| i.id.clone());
-        for inv in page {
-            if inv.status == InvoiceStatus::Draft {
-                continue;
-            }
-            let tz = customers
-                .get(&inv.content.draft.customer)
-                .map_or(TimeZone::UTC, |c| c.time_zone.tz().clone());
-            let start = inv.content.draft.period.start.to_timestamp().to_zoned(tz);
-            if start.year() == y && start.month() == m {
-                out.push(inv);
-            }
-        }
+        out.extend(page);
         if done {
             return Ok(out);
         }
     }
+}
+
+/// Of `all`, the invoices whose billing period starts in `month` (in the customer's zone), not
+/// drafts.
+fn invoices_of_month(
+    all: &[Invoice],
+    customers: &BTreeMap<CustomerKey, Customer>,
+    month: Date,
+) -> Vec<Invoice> {
+    let (y, m) = (month.year(), month.month());
+    all.iter()
+        .filter(|inv| inv.status != InvoiceStatus::Draft)
+        .filter(|inv| {
+            let tz = customers
+                .get(&inv.content.draft.customer)
+                .map_or(TimeZone::UTC, |c| c.time_zone.tz().clone());
+            let start = inv.content.draft.period.start.to_timestamp().to_zoned(tz);
+            start.year() == y && start.month() == m
+        })
+        .cloned()
+        .collect()
 }
 
 fn all_customers(
@@ -233,10 +238,26 @@ fn priced_lines(
     engine: &Engine,
     store: &BillingStore,
     customers: &BTreeMap<CustomerKey, Customer>,
+    all: &[Invoice],
     invoices: &[Invoice],
     late: &LateEvents,
 ) -> Result<Vec<PricedLine>, BillingStoreError> {
     let (_, catalog) = store.catalog()?;
+    let subscriptions: BTreeMap<String, tollgate_core::billing::Subscription> = store
+        .subscriptions(None)?
+        .into_iter()
+        .map(|s| (s.id.0.clone(), s))
+        .collect();
+    let mut by_subscription: BTreeMap<&str, Vec<&Invoice>> = BTreeMap::new();
+    for i in all
+        .iter()
+        .filter(|i| !matches!(i.status, InvoiceStatus::Draft | InvoiceStatus::Void))
+    {
+        by_subscription
+            .entry(i.content.draft.subscription.0.as_str())
+            .or_default()
+            .push(i);
+    }
     let notes = store.read(super::credit_notes::notes_by_invoice)?;
     let mut out = Vec::new();
     for inv in invoices.iter().filter(|i| i.status != InvoiceStatus::Void) {
@@ -244,23 +265,15 @@ fn priced_lines(
         let customer = customers
             .get(&d.customer)
             .ok_or_else(|| super::not_found("customer", d.customer.as_str()))?;
-        let sub = store.subscription(&d.subscription.0)?;
-        let expected = super::run::reprice_period(engine, &catalog, customer, &sub, d.period)?;
-        // Every non-draft invoice of the subscription that bills this period (its own charges,
-        // later invoices' adjustments).
-        let billed_by: Vec<Invoice> = store
-            .invoices(&InvoiceFilter {
-                customer: Some(d.customer.clone()),
-                status: None,
-                after: None,
-                limit: LIST_LIMIT_MAX,
-            })?
-            .into_iter()
-            .filter(|i| {
-                i.content.draft.subscription == d.subscription
-                    && !matches!(i.status, InvoiceStatus::Draft | InvoiceStatus::Void)
-            })
-            .collect();
+        let sub = subscriptions
+            .get(&d.subscription.0)
+            .ok_or_else(|| super::not_found("subscription", d.subscription.0.as_str()))?;
+        let expected = super::run::reprice_period(engine, &catalog, customer, sub, d.period)?;
+        // Every non-draft, non-void invoice of the subscription bills this period (its own
+        // charges, later invoices' adjustments).
+        let billed_by = by_subscription
+            .get(d.subscription.0.as_str())
+            .map_or(&[][..], Vec::as_slice);
         let key = |l: &tollgate_core::invoice::Line| {
             format!("{} @ {}", l.price_key, l.segment.start.to_rfc3339())
         };
@@ -268,7 +281,7 @@ fn priced_lines(
         for l in expected.lines.iter().filter(|l| l.kind == LineKind::Charge) {
             lines.entry(key(l)).or_default().0 += l.amount_minor;
         }
-        for i in &billed_by {
+        for i in billed_by {
             // What late-correction credit notes gave back counts against what was billed.
             let given_back = notes
                 .get(&i.id)
@@ -322,7 +335,7 @@ impl BillingStore {
         month: Date,
     ) -> Result<Vec<(String, Option<String>)>, BillingStoreError> {
         let customers = all_customers(self)?;
-        let invoices = invoices_of_month(self, &customers, month)?;
+        let invoices = invoices_of_month(&all_invoices(self)?, &customers, month);
         self.read(|c| {
             invoices
                 .iter()
@@ -343,7 +356,8 @@ impl BillingStore {
     ) -> Result<Report, BillingStoreError> {
         let started = opts.now;
         let customers = all_customers(self)?;
-        let invoices = invoices_of_month(self, &customers, opts.month)?;
+        let all = all_invoices(self)?;
+        let invoices = invoices_of_month(&all, &customers, opts.month);
         let mut report = Report {
             id: format!("recon_{}", random_hex(8)),
             period: month_label(opts.month),
@@ -358,7 +372,7 @@ impl BillingStore {
         report.checked.insert(Kind::Usage, cells.len() as u64);
         report.differences.extend(reconcile::compare_usage(&cells));
 
-        let priced = priced_lines(engine, self, &customers, &invoices, &late)?;
+        let priced = priced_lines(engine, self, &customers, &all, &invoices, &late)?;
         report.checked.insert(Kind::Pricing, priced.len() as u64);
         report
             .differences
@@ -371,8 +385,16 @@ impl BillingStore {
         let mut ledger_checked = 0;
         let in_scope: BTreeSet<&CustomerKey> =
             invoices.iter().map(|i| &i.content.draft.customer).collect();
+        let mut by_customer: BTreeMap<&CustomerKey, Vec<&Invoice>> = BTreeMap::new();
+        for inv in &all {
+            by_customer
+                .entry(&inv.content.draft.customer)
+                .or_default()
+                .push(inv);
+        }
         for key in in_scope {
-            let (diffs, n) = self.ledger_differences(key)?;
+            let theirs = by_customer.get(key).map_or(&[][..], Vec::as_slice);
+            let (diffs, n) = self.ledger_differences(key, theirs)?;
             ledger_checked += n;
             report.differences.extend(diffs);
         }
@@ -495,16 +517,11 @@ impl BillingStore {
     fn ledger_differences(
         &self,
         key: &CustomerKey,
+        theirs: &[&Invoice],
     ) -> Result<(Vec<Difference>, u64), BillingStoreError> {
         let (grants, entries) = self.read(|c| Ok((grants_in(c, key)?, entries_in(c, key)?)))?;
-        let invoices: Vec<(String, i64, bool)> = self
-            .invoices(&InvoiceFilter {
-                customer: Some(key.clone()),
-                status: None,
-                after: None,
-                limit: LIST_LIMIT_MAX,
-            })?
-            .into_iter()
+        let invoices: Vec<(String, i64, bool)> = theirs
+            .iter()
             .filter(|i| i.status != InvoiceStatus::Draft)
             .map(|i| {
                 (
