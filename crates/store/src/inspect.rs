@@ -24,7 +24,7 @@ use tollgate_core::time::UnixMs;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::StoreError;
-use crate::ipmeta::{Change, audit};
+use crate::ipmeta::Change;
 
 /// The audit `kind` of rule-set changes.
 pub const AUDIT_KIND: &str = "inspect_rules";
@@ -236,27 +236,22 @@ impl Inspection {
             "digest": info.digest,
             "changes": changes,
         });
-        audit(
-            &tx,
-            now,
-            actor,
-            Change {
-                kind: AUDIT_KIND,
-                object: &version.to_string(),
-                action: "publish",
-                before: previous.as_ref().map(|p| {
-                    serde_json::json!({
-                        "version": p.info.version,
-                        "rules": p.info.rules,
-                        "categories": p.info.categories,
-                        "digest": p.info.digest,
-                    })
-                    .to_string()
-                }),
-                after: Some(after.to_string()),
-            },
-        )?;
-        tx.commit()?;
+        Change {
+            kind: AUDIT_KIND,
+            object: &version.to_string(),
+            action: "publish",
+            before: previous.as_ref().map(|p| {
+                serde_json::json!({
+                    "version": p.info.version,
+                    "rules": p.info.rules,
+                    "categories": p.info.categories,
+                    "digest": p.info.digest,
+                })
+                .to_string()
+            }),
+            after: Some(after.to_string()),
+        }
+        .commit(tx, now, actor)?;
         *self.current.write() = Some(Arc::new(CurrentRules {
             info: info.clone(),
             inspector,

@@ -131,19 +131,30 @@ pub(crate) struct Change<'a> {
     pub(crate) after: Option<String>,
 }
 
-/// Appends an audit record inside the change's own transaction.
-pub(crate) fn audit(
-    tx: &rusqlite::Transaction<'_>,
-    now: UnixMs,
-    actor: &str,
-    c: Change<'_>,
-) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO audit_log (at_ms, actor, kind, object, action, before, after)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![now.0, actor, c.kind, c.object, c.action, c.before, c.after],
-    )?;
-    Ok(())
+impl Change<'_> {
+    /// Appends this audit record, by `actor` at `at`, inside the change's own transaction and
+    /// commits it: a change never commits without its record.
+    pub(crate) fn commit(
+        self,
+        tx: rusqlite::Transaction<'_>,
+        at: UnixMs,
+        actor: &str,
+    ) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT INTO audit_log (at_ms, actor, kind, object, action, before, after)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                at.0,
+                actor,
+                self.kind,
+                self.object,
+                self.action,
+                self.before,
+                self.after
+            ],
+        )?;
+        tx.commit()
+    }
 }
 
 fn json<T: Serialize>(value: &T) -> Option<String> {
@@ -201,19 +212,14 @@ impl IpMetaStore {
                 now.0
             ],
         )?;
-        audit(
-            &tx,
-            now,
-            actor,
-            Change {
-                kind: "ip_allocation",
-                object: allocation.id.as_str(),
-                action: "create",
-                before: None,
-                after: json(&allocation),
-            },
-        )?;
-        tx.commit()?;
+        Change {
+            kind: "ip_allocation",
+            object: allocation.id.as_str(),
+            action: "create",
+            before: None,
+            after: json(&allocation),
+        }
+        .commit(tx, now, actor)?;
         Ok(allocation)
     }
 
@@ -243,19 +249,14 @@ impl IpMetaStore {
                 params![a.id.as_str(), a.customer, a.cidr.to_string(), a.valid_from.0, a.valid_to.map(|t| t.0), now.0],
             )?;
         }
-        audit(
-            &tx,
-            now,
-            actor,
-            Change {
-                kind: "ip_allocation",
-                object: "*",
-                action: "bulk_create",
-                before: None,
-                after: Some(items.len().to_string()),
-            },
-        )?;
-        tx.commit()?;
+        Change {
+            kind: "ip_allocation",
+            object: "*",
+            action: "bulk_create",
+            before: None,
+            after: Some(items.len().to_string()),
+        }
+        .commit(tx, now, actor)?;
         Ok(items.len())
     }
 
@@ -292,19 +293,14 @@ impl IpMetaStore {
             "UPDATE ip_allocations SET valid_to_ms = ?2 WHERE id = ?1",
             params![id, valid_to.0],
         )?;
-        audit(
-            &tx,
-            now,
-            actor,
-            Change {
-                kind: "ip_allocation",
-                object: id,
-                action: "close",
-                before: json(&before),
-                after: json(&after),
-            },
-        )?;
-        tx.commit()?;
+        Change {
+            kind: "ip_allocation",
+            object: id,
+            action: "close",
+            before: json(&before),
+            after: json(&after),
+        }
+        .commit(tx, now, actor)?;
         Ok(after)
     }
 
@@ -353,21 +349,16 @@ impl IpMetaStore {
              ON CONFLICT (source) DO UPDATE SET address_field = ?2, updated_ms = ?3",
             params![source.source, source.address_field, now.0],
         )?;
-        audit(
-            &tx,
-            now,
-            actor,
-            Change {
-                kind: "attribution_source",
-                object: &source.source,
-                action: "put",
-                before: before.map(|f| {
-                    serde_json::json!({"source": source.source, "address_field": f}).to_string()
-                }),
-                after: json(source),
-            },
-        )?;
-        tx.commit()?;
+        Change {
+            kind: "attribution_source",
+            object: &source.source,
+            action: "put",
+            before: before.map(|f| {
+                serde_json::json!({"source": source.source, "address_field": f}).to_string()
+            }),
+            after: json(source),
+        }
+        .commit(tx, now, actor)?;
         Ok(())
     }
 
@@ -394,21 +385,14 @@ impl IpMetaStore {
             "DELETE FROM ip_attribution_sources WHERE source = ?1",
             params![source],
         )?;
-        audit(
-            &tx,
-            now,
-            actor,
-            Change {
-                kind: "attribution_source",
-                object: source,
-                action: "delete",
-                before: Some(
-                    serde_json::json!({"source": source, "address_field": field}).to_string(),
-                ),
-                after: None,
-            },
-        )?;
-        tx.commit()?;
+        Change {
+            kind: "attribution_source",
+            object: source,
+            action: "delete",
+            before: Some(serde_json::json!({"source": source, "address_field": field}).to_string()),
+            after: None,
+        }
+        .commit(tx, now, actor)?;
         Ok(true)
     }
 
@@ -435,19 +419,14 @@ impl IpMetaStore {
     pub fn record_audit(&self, record: &AuditRecord) -> Result<(), IpMetaStoreError> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
-        audit(
-            &tx,
-            record.at,
-            &record.actor,
-            Change {
-                kind: &record.kind,
-                object: &record.object,
-                action: &record.action,
-                before: record.before.as_ref().map(|v| v.to_string()),
-                after: record.after.as_ref().map(|v| v.to_string()),
-            },
-        )?;
-        tx.commit()?;
+        Change {
+            kind: &record.kind,
+            object: &record.object,
+            action: &record.action,
+            before: record.before.as_ref().map(|v| v.to_string()),
+            after: record.after.as_ref().map(|v| v.to_string()),
+        }
+        .commit(tx, record.at, &record.actor)?;
         Ok(())
     }
 

@@ -4,7 +4,8 @@
 //! process writes at a time); raw events, stored as compressed frames, one frame per group
 //! commit; API keys; meter definitions; the [`engine::Engine`], whose single writer thread
 //! decides dedup verdicts, commits and fsyncs a group of batches, and only then updates the
-//! in-memory rollups and answers; the webhook outbox ([`webhooks`]). Does not own: HTTP, the CLI, or domain rules (`tollgate-core`).
+//! in-memory rollups and answers; the webhook outbox ([`webhooks`]) and the provider outbox ([`providers`]), which share
+//! their worker signal, writing connection and attempt bookkeeping (`outbox`). Does not own: HTTP, the CLI, or domain rules (`tollgate-core`).
 //!
 //! Invariants: an ingest answer is sent only after its frame is committed with
 //! `synchronous=FULL` (fsync); rollups and the dedup index are rebuilt at open from the stored
@@ -20,6 +21,7 @@ pub mod keys;
 mod meters;
 pub mod metrics;
 pub mod orb;
+mod outbox;
 pub mod providers;
 mod schema;
 pub mod usage;

@@ -20,44 +20,38 @@
 //! and its record never creates a second provider object.
 
 use std::path::Path;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use tokio::sync::Notify;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tollgate_core::provider::{CallKind, PaymentRecord, PaymentState, Provider};
 use tollgate_core::time::UnixMs;
 
 use crate::StoreError;
 use crate::keys::random_hex;
+pub use crate::outbox::Outcome;
+use crate::outbox::{OutboxDb, Signal, truncate_error};
 
 /// Most rows one list call returns.
 pub const PROVIDER_LIST_LIMIT_MAX: usize = 1_000;
-/// Longest error text kept in the attempt log (bytes).
-const ERROR_BYTES_KEPT: usize = 500;
 /// The longest the worker sleeps without a [`wake`] (ms).
 pub const POLL_MS: i64 = 1_000;
 
-static WAKE: LazyLock<Notify> = LazyLock::new(Notify::new);
-static ENQUEUED: AtomicBool = AtomicBool::new(false);
+static SIGNAL: Signal = Signal::new();
 
 /// Tells the provider worker that calls were committed.
 pub fn wake() {
-    WAKE.notify_one();
+    SIGNAL.wake();
 }
 
 /// Resolves when [`wake`] was called.
 pub async fn woken() {
-    WAKE.notified().await;
+    SIGNAL.woken().await;
 }
 
 /// [`wake`]s the worker if a call was enqueued since the last call of this (writers call it
 /// after every commit).
 pub fn wake_if_enqueued() {
-    if ENQUEUED.swap(false, Ordering::Relaxed) {
-        wake();
-    }
+    SIGNAL.wake_if_enqueued();
 }
 
 static SYNC_STRIPE: AtomicBool = AtomicBool::new(false);
@@ -119,7 +113,7 @@ pub fn enqueue(
             now.0
         ])?;
     if n > 0 {
-        ENQUEUED.store(true, Ordering::Relaxed);
+        SIGNAL.enqueued();
     }
     Ok(())
 }
@@ -240,17 +234,6 @@ pub struct Attempt {
     pub http_status: Option<u16>,
     /// Why it failed (`None`: it succeeded).
     pub error: Option<String>,
-}
-
-/// What follows an attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every step is done.
-    Done,
-    /// Try again at this instant.
-    RetryAt(UnixMs),
-    /// Failed for good.
-    Failed,
 }
 
 /// A provider object Tollgate created or maps to, with its payment record for invoices.
@@ -500,16 +483,14 @@ pub struct CallFilter {
 
 /// Access to the provider tables of a data directory (its own connection).
 pub struct ProviderStore {
-    conn: Mutex<Connection>,
+    db: OutboxDb,
 }
 
 impl ProviderStore {
     /// Opens the provider tables of a data directory.
     pub fn open(dir: &Path) -> Result<ProviderStore, StoreError> {
-        crate::prepare_dir(dir)?;
-        let conn = crate::open_db(dir)?;
         Ok(ProviderStore {
-            conn: Mutex::new(conn),
+            db: OutboxDb::open(dir, &SIGNAL)?,
         })
     }
 
@@ -517,13 +498,7 @@ impl ProviderStore {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        drop(conn);
-        wake_if_enqueued();
-        Ok(out)
+        self.db.write(f)
     }
 
     /// Frees every lease: the process that held them is gone (one process owns a data
@@ -571,7 +546,7 @@ impl ProviderStore {
                 )?
             };
             if n > 0 {
-                ENQUEUED.store(true, Ordering::Relaxed);
+                SIGNAL.enqueued();
             }
             Ok(n)
         })
@@ -646,7 +621,7 @@ impl ProviderStore {
 
     /// How a step of a call stands.
     pub fn step(&self, call_id: &str, step: &str) -> Result<StepRecord, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.db.lock();
         let row: Option<Option<String>> = conn
             .prepare_cached(
                 "SELECT provider_id FROM provider_call_steps WHERE call_id = ?1 AND step = ?2",
@@ -663,7 +638,7 @@ impl ProviderStore {
     /// Whether any call left the step named `step` sent without an outcome (steps shared
     /// between calls, such as creating a customer, are named after their object).
     pub fn step_unknown_anywhere(&self, step: &str) -> Result<bool, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.db.lock();
         Ok(conn
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM provider_call_steps
@@ -712,7 +687,7 @@ impl ProviderStore {
         now: UnixMs,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            let error = attempt.error.as_deref().map(truncate);
+            let error = attempt.error.as_deref().map(truncate_error);
             tx.execute(
                 "INSERT INTO provider_call_attempts (call_id, at_ms, duration_ms, step,
                     http_status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -725,16 +700,19 @@ impl ProviderStore {
                     error
                 ],
             )?;
-            let (status, next, done) = match outcome {
-                Outcome::Done => ("done", now.0, Some(now.0)),
-                Outcome::RetryAt(at) => ("pending", at.0, None),
-                Outcome::Failed => ("failed", now.0, None),
-            };
+            let row = outcome.row_state("done", now);
             tx.execute(
                 "UPDATE provider_calls SET status = ?2, next_attempt_ms = ?3, done_ms = ?4,
                     leased_until_ms = NULL, last_error = coalesce(?5, last_error),
                     updated_ms = ?6 WHERE id = ?1",
-                params![call_id, status, next, done, error, now.0],
+                params![
+                    call_id,
+                    row.status,
+                    row.next_attempt_ms,
+                    row.done_ms,
+                    error,
+                    now.0
+                ],
             )?;
             Ok(())
         })
@@ -759,7 +737,7 @@ impl ProviderStore {
                          WHERE id = ?1",
                         params![id, now.0],
                     )?;
-                    ENQUEUED.store(true, Ordering::Relaxed);
+                    SIGNAL.enqueued();
                     Ok(Some(true))
                 }
                 Some(_) => Ok(Some(false)),
@@ -769,7 +747,7 @@ impl ProviderStore {
 
     /// Calls, newest first.
     pub fn calls(&self, filter: &CallFilter) -> Result<Vec<Call>, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.db.lock();
         let mut stmt = conn.prepare(&format!(
             "SELECT {CALL_COLUMNS} FROM provider_calls
              WHERE (?1 IS NULL OR object_id = ?1) AND (?2 IS NULL OR status = ?2)
@@ -790,7 +768,7 @@ impl ProviderStore {
 
     /// The attempts of a call, oldest first.
     pub fn attempts(&self, call_id: &str) -> Result<Vec<Attempt>, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.db.lock();
         let mut stmt = conn.prepare(
             "SELECT at_ms, duration_ms, step, http_status, error FROM provider_call_attempts
              WHERE call_id = ?1 ORDER BY seq",
@@ -816,7 +794,7 @@ impl ProviderStore {
         kind: &str,
         tollgate_key: &str,
     ) -> Result<Option<ProviderObject>, StoreError> {
-        object_in(&self.conn.lock(), provider, kind, tollgate_key)
+        object_in(&self.db.lock(), provider, kind, tollgate_key)
     }
 
     /// Objects of one kind (or all), by Tollgate key.
@@ -826,7 +804,7 @@ impl ProviderStore {
         kind: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ProviderObject>, StoreError> {
-        let conn = self.conn.lock();
+        let conn = self.db.lock();
         let mut stmt = conn.prepare(&format!(
             "SELECT {OBJECT_COLUMNS} FROM provider_objects
              WHERE provider = ?1 AND (?2 IS NULL OR kind = ?2)
@@ -844,17 +822,6 @@ impl ProviderStore {
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(decode_object).collect()
     }
-}
-
-fn truncate(text: &str) -> String {
-    if text.len() <= ERROR_BYTES_KEPT {
-        return text.to_owned();
-    }
-    let mut end = ERROR_BYTES_KEPT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
 }
 
 #[cfg(test)]

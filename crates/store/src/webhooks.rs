@@ -16,13 +16,10 @@
 //! (they are not claimed) and resume when it is enabled again.
 
 use std::path::Path;
-use std::sync::LazyLock;
 
-use parking_lot::Mutex;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use thiserror::Error;
-use tokio::sync::Notify;
 use tollgate_core::limits::{WEBHOOK_DESCRIPTION_BYTES_MAX, WEBHOOK_ENDPOINTS_MAX};
 use tollgate_core::time::UnixMs;
 use tollgate_core::webhook::{
@@ -31,13 +28,12 @@ use tollgate_core::webhook::{
 
 use crate::StoreError;
 use crate::keys::random_hex;
+use crate::outbox::{OutboxDb, Outcome, Signal, truncate_error};
 
 /// Most rows one list call returns.
 pub const WEBHOOK_LIST_LIMIT_MAX: usize = 1_000;
 /// How long an old secret keeps signing beside the new one after a rotation (ms): 24 h.
 pub const PREVIOUS_SECRET_MS: i64 = 24 * 3600 * 1000;
-/// Longest error text kept in the delivery log (bytes).
-const ERROR_BYTES_KEPT: usize = 500;
 
 /// Why a webhook store call failed.
 #[derive(Debug, Error)]
@@ -88,18 +84,18 @@ impl WebhookStoreError {
 
 // ---- waking the delivery worker ----
 
-static WAKE: LazyLock<Notify> = LazyLock::new(Notify::new);
+static SIGNAL: Signal = Signal::new();
 
 /// Tells the delivery worker that messages were committed, so it looks now rather than at its
 /// next poll (at most [`POLL_MS`] later). Call it after the commit of a transaction that called
 /// [`enqueue`]; calling it needlessly only costs the worker one look.
 pub fn wake() {
-    WAKE.notify_one();
+    SIGNAL.wake();
 }
 
 /// Resolves when [`wake`] was called (since the last time this resolved).
 pub async fn woken() {
-    WAKE.notified().await;
+    SIGNAL.woken().await;
 }
 
 /// The longest the delivery worker sleeps without a [`wake`] (ms).
@@ -165,19 +161,14 @@ fn insert_delivery(
          VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4)",
     )?
     .execute(params![id, message_seq, endpoint, now.0])?;
-    ENQUEUED.store(true, std::sync::atomic::Ordering::Relaxed);
+    SIGNAL.enqueued();
     Ok(id)
 }
-
-/// Set when a delivery was written, so writers that commit can [`wake_if_enqueued`] cheaply.
-static ENQUEUED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// [`wake`]s the worker if a delivery was written since the last call (writers call this after
 /// every commit; a rolled-back delivery only costs one spurious look).
 pub fn wake_if_enqueued() {
-    if ENQUEUED.swap(false, std::sync::atomic::Ordering::Relaxed) {
-        wake();
-    }
+    SIGNAL.wake_if_enqueued();
 }
 
 fn encode_types(types: &[EventType]) -> String {
@@ -337,7 +328,7 @@ pub struct MessageFilter {
 
 /// Access to the webhook tables of a data directory, with its own connection.
 pub struct WebhookStore {
-    conn: Mutex<Connection>,
+    db: OutboxDb,
 }
 
 const ENDPOINT_COLUMNS: &str = "id, url, description, event_types, enabled, disabled_reason,
@@ -378,14 +369,6 @@ fn new_secret() -> String {
     format!("whsec_{}", random_hex(24))
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
 fn message_in(c: &Connection, id: &str) -> Result<(i64, Message), WebhookStoreError> {
     let row = c
         .query_row(
@@ -422,10 +405,8 @@ fn decode_message(
 impl WebhookStore {
     /// Opens the webhook tables of a data directory (creating the database if needed).
     pub fn open(dir: &Path) -> Result<WebhookStore, StoreError> {
-        crate::prepare_dir(dir)?;
-        let conn = crate::open_db(dir)?;
         Ok(WebhookStore {
-            conn: Mutex::new(conn),
+            db: OutboxDb::open(dir, &SIGNAL)?,
         })
     }
 
@@ -433,21 +414,14 @@ impl WebhookStore {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, WebhookStoreError>,
     ) -> Result<T, WebhookStoreError> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        drop(conn);
-        wake_if_enqueued();
-        Ok(out)
+        self.db.write(f)
     }
 
     fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, WebhookStoreError>,
     ) -> Result<T, WebhookStoreError> {
-        let conn = self.conn.lock();
-        f(&conn)
+        f(&self.db.lock())
     }
 
     // ---- endpoints ----
@@ -567,7 +541,7 @@ impl WebhookStore {
                              WHERE endpoint_id = ?1 AND status = 'pending' AND next_attempt_ms > ?2",
                             params![id, now.0],
                         )?;
-                        ENQUEUED.store(true, std::sync::atomic::Ordering::Relaxed);
+                        SIGNAL.enqueued();
                     }
                 }
                 Some(false) if current.enabled => {
@@ -832,10 +806,7 @@ impl WebhookStore {
         random: u64,
         now: UnixMs,
     ) -> Result<Recorded, WebhookStoreError> {
-        let error = attempt
-            .error
-            .as_deref()
-            .map(|e| truncate(e, ERROR_BYTES_KEPT));
+        let error = attempt.error.as_deref().map(truncate_error);
         self.write(|tx| {
             tx.prepare_cached(
                 "INSERT INTO webhook_attempts (delivery_id, at_ms, duration_ms, http_status, error)
@@ -865,23 +836,19 @@ impl WebhookStore {
                     disabled_endpoint: false,
                 });
             }
-            let (new_status, next_ms, delivered) = match next {
-                Next::Delivered => ("delivered", now.0, Some(now.0)),
-                Next::RetryAt(at) => ("pending", at.0, None),
-                Next::GiveUp => ("failed", now.0, None),
-            };
+            let row = Outcome::from(next).row_state("delivered", now);
             tx.execute(
                 "UPDATE webhook_deliveries SET status = ?2, attempts = ?3, next_attempt_ms = ?4,
                     last_http_status = ?5, last_error = ?6, delivered_ms = ?7, updated_ms = ?8
                  WHERE id = ?1",
                 params![
                     delivery_id,
-                    new_status,
+                    row.status,
                     attempts,
-                    next_ms,
+                    row.next_attempt_ms,
                     attempt.http_status,
                     error,
-                    delivered,
+                    row.done_ms,
                     now.0
                 ],
             )?;
@@ -1013,12 +980,7 @@ mod tests {
 
     fn enqueue_one(store: &WebhookStore, t: EventType) -> Message {
         let m = message(t, &json!({"k": 1}), T0).unwrap();
-        let mut conn = store.conn.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .unwrap();
-        enqueue(&tx, &m, T0).unwrap();
-        tx.commit().unwrap();
+        store.write(|tx| Ok(enqueue(tx, &m, T0)?)).unwrap();
         m
     }
 
@@ -1075,7 +1037,7 @@ mod tests {
         // Rolled back with the caller's transaction: no message, no delivery.
         let lost = message(EventType::InvoicePaid, &json!({}), T0).unwrap();
         {
-            let mut conn = store.conn.lock();
+            let mut conn = store.db.lock();
             let tx = conn.transaction().unwrap();
             enqueue(&tx, &lost, T0).unwrap();
             tx.rollback().unwrap();

@@ -9,6 +9,9 @@
 //!
 //! `check-bench` opens a data directory in process (the server must not run on it) and times
 //! single calls of the checker (the code behind the endpoint, without HTTP) on one thread.
+//!
+//! `inspectload` shares the open loop ([`OpenLoop`]), its limits and runtime
+//! ([`open_loop_runtime`]) and its report ([`Totals::report`], [`Report`]).
 #![allow(
     clippy::float_arithmetic,
     reason = "rates and latency percentiles for people, never near usage"
@@ -142,67 +145,59 @@ fn ms(d: Duration) -> f64 {
 }
 
 pub fn run(args: CheckloadArgs) -> anyhow::Result<ExitCode> {
-    if !(1..=CONNECTIONS_MAX).contains(&args.connections) {
-        bail!("--connections must be 1..={CONNECTIONS_MAX}");
-    }
-    if !(1..=SECONDS_MAX).contains(&args.seconds) || !(1..=RATE_MAX).contains(&args.rate) {
-        bail!("--seconds must be 1..={SECONDS_MAX} and --rate 1..={RATE_MAX}");
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = open_loop_runtime(args.connections, args.seconds, args.rate)?;
     let total = args.rate * args.seconds;
     let picker = Picker::new(
         args.customers_file.as_deref(),
         &args.customer_prefix,
         args.customers,
     )?;
-    let Totals {
-        latencies,
-        errors,
-        not_found: unknown,
-        marked: allowed,
-        elapsed,
-    } = runtime.block_on(send_all(&args, picker, total))?;
-    let mut sorted = latencies;
-    sorted.sort_unstable();
-    let answered = sorted.len();
-    let rate = answered as f64 / elapsed.as_secs_f64();
-    let (p50, p99, p999, max) = (
-        percentile(&sorted, 0.5),
-        percentile(&sorted, 0.99),
-        percentile(&sorted, 0.999),
-        sorted.last().copied().unwrap_or_default(),
-    );
+    let r = runtime.block_on(send_all(&args, picker, total))?.report();
     if args.json {
         let out = serde_json::json!({
-            "checks": answered,
-            "errors": errors,
-            "unknown_customers": unknown,
-            "allowed": allowed,
-            "seconds": elapsed.as_secs_f64(),
-            "checks_per_second": rate,
+            "checks": r.answered,
+            "errors": r.errors,
+            "unknown_customers": r.not_found,
+            "allowed": r.marked,
+            "seconds": r.seconds,
+            "checks_per_second": r.per_second,
             "target_rate": args.rate,
-            "latency_ms": {"p50": ms(p50), "p99": ms(p99), "p999": ms(p999), "max": ms(max)},
+            "latency_ms": r.latency_ms_json(),
         });
         println!("{out}");
     } else {
         println!(
-            "{answered} checks in {:.1} s ({rate:.0}/s, target {}/s): p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms; {allowed} allowed, {unknown} unknown customers, {errors} errors",
-            elapsed.as_secs_f64(),
-            args.rate,
-            ms(p50),
-            ms(p99),
-            ms(p999),
-            ms(max)
+            "{}; {} allowed, {} unknown customers, {} errors",
+            r.summary("checks", args.rate),
+            r.marked,
+            r.not_found,
+            r.errors
         );
     }
-    Ok(if errors == 0 && unknown == 0 {
+    Ok(if r.errors == 0 && r.not_found == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The async runtime of an open-loop command, once `connections`, `seconds` and `rate` are
+/// within their limits.
+pub(crate) fn open_loop_runtime(
+    connections: usize,
+    seconds: u64,
+    rate: u64,
+) -> anyhow::Result<tokio::runtime::Runtime> {
+    if !(1..=CONNECTIONS_MAX).contains(&connections) {
+        bail!("--connections must be 1..={CONNECTIONS_MAX}");
+    }
+    if !(1..=SECONDS_MAX).contains(&seconds) || !(1..=RATE_MAX).contains(&rate) {
+        bail!("--seconds must be 1..={SECONDS_MAX} and --rate 1..={RATE_MAX}");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// What an open-loop run came to.
@@ -218,6 +213,73 @@ pub(crate) struct Totals {
     pub marked: u64,
     /// How long the run took.
     pub elapsed: Duration,
+}
+
+impl Totals {
+    /// The figures people read: answers, rate and latency percentiles.
+    pub(crate) fn report(self) -> Report {
+        let mut sorted = self.latencies;
+        sorted.sort_unstable();
+        let seconds = self.elapsed.as_secs_f64();
+        Report {
+            answered: sorted.len(),
+            errors: self.errors,
+            not_found: self.not_found,
+            marked: self.marked,
+            seconds,
+            per_second: sorted.len() as f64 / seconds,
+            p50: percentile(&sorted, 0.5),
+            p99: percentile(&sorted, 0.99),
+            p999: percentile(&sorted, 0.999),
+            max: sorted.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+/// What an open-loop run is reported as ([`Totals::report`]).
+pub(crate) struct Report {
+    /// Requests answered 2xx.
+    pub answered: usize,
+    /// As in [`Totals`].
+    pub errors: u64,
+    /// As in [`Totals`].
+    pub not_found: u64,
+    /// As in [`Totals`].
+    pub marked: u64,
+    /// How long the run took.
+    pub seconds: f64,
+    /// Answers per second achieved.
+    pub per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    p999: Duration,
+    max: Duration,
+}
+
+impl Report {
+    /// The latency percentiles in ms: `{"p50", "p99", "p999", "max"}`.
+    pub(crate) fn latency_ms_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "p50": ms(self.p50),
+            "p99": ms(self.p99),
+            "p999": ms(self.p999),
+            "max": ms(self.max),
+        })
+    }
+
+    /// `N {what} in S s (R/s, target T/s): p50 … ms, p99 … ms, p999 … ms, max … ms`.
+    pub(crate) fn summary(&self, what: &str, target_rate: u64) -> String {
+        format!(
+            "{} {what} in {:.1} s ({:.0}/s, target {target_rate}/s): p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms",
+            self.answered,
+            self.seconds,
+            self.per_second,
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.p999),
+            ms(self.max)
+        )
+    }
 }
 
 /// An open-loop run: `POST {url}{path}` with the bodies `body(i)` for `i` in `0..total`,
@@ -372,4 +434,27 @@ pub fn bench(args: CheckBenchArgs) -> anyhow::Result<ExitCode> {
     drop(billing);
     engine.close();
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_sorts_latencies_and_prints_its_percentiles() {
+        let totals = Totals {
+            latencies: (1..=4).rev().map(Duration::from_millis).collect(),
+            errors: 1,
+            not_found: 2,
+            marked: 3,
+            elapsed: Duration::from_secs(2),
+        };
+        let r = totals.report();
+        assert_eq!((r.answered, r.errors, r.not_found, r.marked), (4, 1, 2, 3));
+        assert_eq!(
+            r.summary("checks", 5),
+            "4 checks in 2.0 s (2/s, target 5/s): p50 2.000 ms, p99 4.000 ms, p999 4.000 ms, max 4.000 ms"
+        );
+        assert_eq!(r.latency_ms_json()["max"], serde_json::json!(4.0));
+    }
 }

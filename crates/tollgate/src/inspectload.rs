@@ -33,15 +33,7 @@ use tollgate_core::inspect::{Action, HostMatch, Inspector, Request, Rule, RuleSe
 use tollgate_core::ipmeta::{Allocation, AllocationId, AllocationTable, Cidr};
 use tollgate_core::time::UnixMs;
 
-use crate::checkload::OpenLoop;
-use crate::loadgen::percentile;
-
-/// Most connections.
-const CONNECTIONS_MAX: usize = 256;
-/// Longest run.
-const SECONDS_MAX: u64 = 3_600;
-/// Highest rate.
-const RATE_MAX: u64 = 1_000_000;
+use crate::checkload::{OpenLoop, open_loop_runtime};
 /// Most synthetic ranges or rules.
 const SYNTHETIC_MAX: usize = 4_000_000;
 /// Distinct hosts (and lookup addresses) cycled through.
@@ -319,21 +311,8 @@ pub fn bench(args: InspectBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 pub fn run(args: InspectloadArgs) -> anyhow::Result<ExitCode> {
-    if !(1..=CONNECTIONS_MAX).contains(&args.connections) {
-        bail!("--connections must be 1..={CONNECTIONS_MAX}");
-    }
-    if !(1..=SECONDS_MAX).contains(&args.seconds) || !(1..=RATE_MAX).contains(&args.rate) {
-        bail!("--seconds must be 1..={SECONDS_MAX} and --rate 1..={RATE_MAX}");
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = open_loop_runtime(args.connections, args.seconds, args.rate)?;
     let hosts = hosts(args.rules);
     let total = args.rate * args.seconds;
     // Each run records new events: ids unique per run, so re-runs are not duplicates.
@@ -347,7 +326,7 @@ pub fn run(args: InspectloadArgs) -> anyhow::Result<ExitCode> {
         connections: args.connections,
         marker: b"\"action\":\"allow\"",
     };
-    let totals = runtime.block_on(load.run(|i| {
+    let r = runtime.block_on(load.run(|i| {
         let host = &hosts[(i as usize) % hosts.len()];
         let path = if i % 7 == 0 { "/admin/x" } else { "/" };
         format!(
@@ -356,44 +335,27 @@ pub fn run(args: InspectloadArgs) -> anyhow::Result<ExitCode> {
             i % 250,
             100 + i % 9_000
         )
-    }))?;
+    }))?
+    .report();
     // No 404 is expected from a decision: count one as an error.
-    let (errors, allowed, elapsed) = (
-        totals.errors + totals.not_found,
-        totals.marked,
-        totals.elapsed,
-    );
-    let mut sorted = totals.latencies;
-    sorted.sort_unstable();
-    let answered = sorted.len();
-    let rate = answered as f64 / elapsed.as_secs_f64();
-    let (p50, p99, p999, max) = (
-        percentile(&sorted, 0.5),
-        percentile(&sorted, 0.99),
-        percentile(&sorted, 0.999),
-        sorted.last().copied().unwrap_or_default(),
-    );
-    let recorded = answered as u64 - allowed;
+    let errors = r.errors + r.not_found;
+    // Allowed decisions are not recorded.
+    let recorded = r.answered as u64 - r.marked;
     if args.json {
         let out = serde_json::json!({
-            "decisions": answered,
+            "decisions": r.answered,
             "errors": errors,
             "recorded": recorded,
-            "seconds": elapsed.as_secs_f64(),
-            "decisions_per_second": rate,
+            "seconds": r.seconds,
+            "decisions_per_second": r.per_second,
             "target_rate": args.rate,
-            "latency_ms": {"p50": ms(p50), "p99": ms(p99), "p999": ms(p999), "max": ms(max)},
+            "latency_ms": r.latency_ms_json(),
         });
         println!("{out}");
     } else {
         println!(
-            "{answered} decisions in {:.1} s ({rate:.0}/s, target {}/s): p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms; {recorded} flagged or blocked (recorded), {errors} errors",
-            elapsed.as_secs_f64(),
-            args.rate,
-            ms(p50),
-            ms(p99),
-            ms(p999),
-            ms(max)
+            "{}; {recorded} flagged or blocked (recorded), {errors} errors",
+            r.summary("decisions", args.rate)
         );
     }
     Ok(if errors == 0 {

@@ -16,6 +16,7 @@ mod inspectload;
 mod invoice_cmd;
 mod loadgen;
 mod orb_worker;
+mod outbox_worker;
 mod provider_worker;
 mod reconcile_cmd;
 mod serve;

@@ -41,7 +41,9 @@ use tollgate_core::time::UnixMs;
 use tollgate_core::webhook::Backoff;
 use tollgate_store::OrbStore;
 use tollgate_store::orb::{PartState, Plan};
-use tollgate_store::providers::{self, Attempt, Call, Outcome};
+use tollgate_store::providers::{Call, Outcome};
+
+use crate::outbox_worker::{self, CallAttempt, Wakes, describe};
 
 /// How long the forwarder sleeps when it is caught up (ms): new events reach Orb within this.
 pub const FORWARD_POLL_MS: i64 = 1_000;
@@ -243,14 +245,10 @@ pub fn spawn(
     config: OrbConfig,
     pulls: mpsc::Receiver<oneshot::Sender<OrbPullReport>>,
 ) {
-    let timeout = Duration::from_millis(config.timeout_ms.unsigned_abs());
-    let client = match reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("Tollgate/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let client = match outbox_worker::http_client(
+        config.timeout_ms,
+        concat!("Tollgate/", env!("CARGO_PKG_VERSION")),
+    ) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("Orb is off: the HTTP client did not start: {e}");
@@ -283,10 +281,6 @@ enum Progress {
     Idle,
     /// The cursor moved (or a plan changed); go on at once.
     Moved,
-}
-
-fn elapsed_ms(started: Instant) -> i64 {
-    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
 async fn sleep_ms(ms: i64) {
@@ -769,38 +763,20 @@ impl Worker {
     // ---- customers ----
 
     async fn customer_loop(self: Arc<Self>) {
-        loop {
-            let st = Arc::clone(&self.state);
-            let claimed = tokio::task::spawn_blocking(move || {
-                let now = st.engine.now();
-                st.providers
-                    .claim_for(Provider::Orb, now, CALL_LEASE_MS)
-                    .map(|(c, next)| (c, next, now))
-            })
-            .await;
-            let mut sleep = providers::POLL_MS;
-            match claimed {
-                Ok(Ok((Some(call), _, _))) => {
-                    self.execute_call(call).await;
-                    continue;
-                }
-                Ok(Ok((None, next, now))) => {
-                    if let Some(due) = next
-                        && due.0 > now.0
-                    {
-                        sleep = sleep.min(due.0 - now.0);
-                    }
-                }
-                Ok(Err(e)) => tracing::error!(code = e.code(), "Orb call claim failed: {e}"),
-                Err(e) => tracing::error!("Orb call claim panicked: {e}"),
-            }
-            sleep_ms(sleep).await;
-        }
+        let worker = &*self;
+        outbox_worker::run_calls(
+            &self.state,
+            Provider::Orb,
+            CALL_LEASE_MS,
+            Wakes::Poll,
+            "Orb call claim",
+            |call| worker.execute_call(call),
+        )
+        .await;
     }
 
     async fn execute_call(&self, call: Call) {
-        let at = self.now();
-        let started = Instant::now();
+        let attempt = CallAttempt::start(self.now());
         let result = match call.kind {
             CallKind::SyncCustomer => self.sync_customer(&call).await,
             other => Err(Failure::permanent(
@@ -809,49 +785,31 @@ impl Worker {
             )),
         };
         let (outcome, attempt) = match result {
-            Ok(()) => (
-                Outcome::Done,
-                Attempt {
-                    at,
-                    duration_ms: elapsed_ms(started),
-                    step: None,
-                    http_status: Some(200),
-                    error: None,
-                },
-            ),
+            Ok(()) => (Outcome::Done, attempt.done()),
             Err(f) => {
-                let outcome = if f.retryable && call.attempts < self.config.attempts_max {
-                    let delay = self.config.backoff.delay_ms(call.attempts, rand::random());
-                    Outcome::RetryAt(UnixMs(self.now().0.saturating_add(delay)))
-                } else {
-                    Outcome::Failed
-                };
+                let outcome = outbox_worker::after_failure(
+                    &call,
+                    f.retryable,
+                    self.config.attempts_max,
+                    &self.config.backoff,
+                    self.now(),
+                );
                 tracing::warn!(call = %call.id, object = %call.object_id, ?outcome,
                     "Orb customer sync failed: {}", f.message);
                 (
                     outcome,
-                    Attempt {
-                        at,
-                        duration_ms: elapsed_ms(started),
-                        step: Some("orb-customer".into()),
-                        http_status: f.http_status,
-                        error: Some(f.message),
-                    },
+                    attempt.failed("orb-customer".into(), f.http_status, f.message),
                 )
             }
         };
-        let id = call.id.clone();
-        let st = Arc::clone(&self.state);
-        match tokio::task::spawn_blocking(move || {
-            st.providers
-                .record_attempt(&id, &attempt, outcome, st.engine.now())
-        })
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(code = e.code(), "recording an Orb call failed: {e}"),
-            Err(e) => tracing::error!("recording an Orb call panicked: {e}"),
-        }
+        outbox_worker::record_call(
+            &self.state,
+            "recording an Orb call",
+            call.id,
+            attempt,
+            outcome,
+        )
+        .await;
     }
 
     fn customer_body(customer: &Customer, create: bool) -> Value {
@@ -1105,22 +1063,4 @@ fn next_cursor(page: &Value) -> Option<String> {
     meta.get("next_cursor")
         .and_then(Value::as_str)
         .map(str::to_owned)
-}
-
-/// A short, stable description of a request that got no answer.
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timeout".to_owned()
-    } else if e.is_connect() {
-        "connection failed".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

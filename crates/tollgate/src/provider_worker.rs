@@ -21,7 +21,6 @@
 //! Tollgate's; a difference fails the call instead of finalizing a wrong invoice.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tollgate_api::AppState;
@@ -33,7 +32,9 @@ use tollgate_core::time::UnixMs;
 use tollgate_core::webhook::Backoff;
 use tollgate_store::billing::BillingStoreError;
 use tollgate_store::billing::refunds::{REFUND_STEP, RefundBegin};
-use tollgate_store::providers::{self, Attempt, Call, Outcome, StepRecord};
+use tollgate_store::providers::{Call, Outcome, StepRecord};
+
+use crate::outbox_worker::{self, CallAttempt, Wakes, describe};
 
 /// How long a claimed call is leased (ms). Leases are released when the server starts, so
 /// this only has to outlast one call of a running process (many requests, each with its
@@ -98,14 +99,10 @@ type Form = Vec<(String, String)>;
 
 /// Runs forever (until the runtime stops).
 pub async fn run(state: Arc<AppState>, config: StripeConfig) {
-    let timeout = Duration::from_millis(config.timeout_ms.unsigned_abs());
-    let client = match reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("Tollgate/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let client = match outbox_worker::http_client(
+        config.timeout_ms,
+        concat!("Tollgate/", env!("CARGO_PKG_VERSION")),
+    ) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("Stripe sync is off: the HTTP client did not start: {e}");
@@ -123,36 +120,17 @@ pub async fn run(state: Arc<AppState>, config: StripeConfig) {
         config,
         fault_step,
     };
-    loop {
-        let st = Arc::clone(&worker.state);
-        let claimed = tokio::task::spawn_blocking(move || {
-            let now = st.engine.now();
-            st.providers
-                .claim_for(Provider::Stripe, now, CALL_LEASE_MS)
-                .map(|(c, next)| (c, next, now))
-        })
-        .await;
-        let mut sleep_ms = providers::POLL_MS;
-        match claimed {
-            Ok(Ok((Some(call), _, _))) => {
-                worker.execute(call).await;
-                continue;
-            }
-            Ok(Ok((None, next_due, now))) => {
-                if let Some(due) = next_due
-                    && due.0 > now.0
-                {
-                    sleep_ms = sleep_ms.min(due.0 - now.0);
-                }
-            }
-            Ok(Err(e)) => tracing::error!(code = e.code(), "provider call claim failed: {e}"),
-            Err(e) => tracing::error!("provider call claim panicked: {e}"),
-        }
-        tokio::select! {
-            () = providers::woken() => {}
-            () = tokio::time::sleep(Duration::from_millis(sleep_ms.unsigned_abs())) => {}
-        }
-    }
+    // The Stripe loop alone listens for wakes (one wake-up reaches one waiter); Orb's polls.
+    let worker = &worker;
+    outbox_worker::run_calls(
+        &worker.state,
+        Provider::Stripe,
+        CALL_LEASE_MS,
+        Wakes::Listen,
+        "provider call claim",
+        |call| worker.execute(call),
+    )
+    .await;
 }
 
 struct Stripe {
@@ -309,31 +287,22 @@ impl Worker {
 
     /// One attempt of a call, recorded with what follows it.
     async fn execute(&self, call: Call) {
-        let at = self.now();
-        let started = Instant::now();
+        let attempt = CallAttempt::start(self.now());
         let result = match call.kind {
             CallKind::SyncCustomer => self.sync_customer(&call).await,
             CallKind::PushInvoice => self.push_invoice(&call).await,
             CallKind::CreateRefund => self.create_refund(&call).await,
         };
         let (outcome, attempt) = match result {
-            Ok(()) => (
-                Outcome::Done,
-                Attempt {
-                    at,
-                    duration_ms: elapsed_ms(started),
-                    step: None,
-                    http_status: Some(200),
-                    error: None,
-                },
-            ),
+            Ok(()) => (Outcome::Done, attempt.done()),
             Err(f) => {
-                let outcome = if f.retryable && call.attempts < self.config.attempts_max {
-                    let delay = self.config.backoff.delay_ms(call.attempts, rand::random());
-                    Outcome::RetryAt(UnixMs(self.now().0.saturating_add(delay)))
-                } else {
-                    Outcome::Failed
-                };
+                let outcome = outbox_worker::after_failure(
+                    &call,
+                    f.retryable,
+                    self.config.attempts_max,
+                    &self.config.backoff,
+                    self.now(),
+                );
                 tracing::warn!(call = %call.id, kind = call.kind.as_str(), object = %call.object_id,
                     step = %f.step, ?outcome, "Stripe call failed: {}", f.message);
                 if call.kind == CallKind::CreateRefund && !f.retryable {
@@ -342,31 +311,17 @@ impl Worker {
                     // stays pending instead: reconciliation reports it.
                     self.refund_refused(&call.object_id, &f.message).await;
                 }
-                (
-                    outcome,
-                    Attempt {
-                        at,
-                        duration_ms: elapsed_ms(started),
-                        step: Some(f.step),
-                        http_status: f.http_status,
-                        error: Some(f.message),
-                    },
-                )
+                (outcome, attempt.failed(f.step, f.http_status, f.message))
             }
         };
-        let id = call.id.clone();
-        let st = Arc::clone(&self.state);
-        let recorded = tokio::task::spawn_blocking(move || {
-            st.providers
-                .record_attempt(&id, &attempt, outcome, st.engine.now())
-        })
+        outbox_worker::record_call(
+            &self.state,
+            "recording a Stripe call",
+            call.id,
+            attempt,
+            outcome,
+        )
         .await;
-        match recorded {
-            Ok(Ok(())) => {}
-            // The call stays leased until the next start, then runs again: its steps resume.
-            Ok(Err(e)) => tracing::error!(code = e.code(), "recording a Stripe call failed: {e}"),
-            Err(e) => tracing::error!("recording a Stripe call panicked: {e}"),
-        }
     }
 
     async fn begin(&self, call: &Call, step: &str, shared: bool) -> Result<Begin, Failure> {
@@ -913,26 +868,4 @@ impl Worker {
             tracing::error!(refund = %refund_id, "recording a refused refund failed: {}", f.message);
         }
     }
-}
-
-fn elapsed_ms(started: Instant) -> i64 {
-    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
-}
-
-/// A short, stable description of a request that got no answer.
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timeout".to_owned()
-    } else if e.is_connect() {
-        "connection failed".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

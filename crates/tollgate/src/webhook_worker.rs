@@ -26,6 +26,8 @@ use tollgate_core::webhook::{
 };
 use tollgate_store::webhooks::{self, Attempt, Claim};
 
+use crate::outbox_worker::{self, blocking, elapsed_ms, with_causes};
+
 /// Most deliveries claimed at once.
 pub const CLAIM_BATCH: usize = 64;
 /// How much longer than the request timeout a claim's lease lasts (ms).
@@ -42,14 +44,10 @@ pub struct WorkerConfig {
 
 /// Runs forever (until the runtime stops). Errors are logged and retried at the next look.
 pub async fn run(state: Arc<AppState>, config: WorkerConfig) {
-    let timeout = Duration::from_millis(config.timeout_ms.unsigned_abs());
-    let client = match reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("Tollgate-Webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let client = match outbox_worker::http_client(
+        config.timeout_ms,
+        concat!("Tollgate-Webhooks/", env!("CARGO_PKG_VERSION")),
+    ) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("webhook delivery is off: the HTTP client did not start: {e}");
@@ -62,7 +60,7 @@ pub async fn run(state: Arc<AppState>, config: WorkerConfig) {
     loop {
         let st = Arc::clone(&state);
         let sems = Arc::clone(&permits);
-        let claimed = tokio::task::spawn_blocking(move || {
+        let claimed = blocking("webhook claim", move || {
             let now = st.engine.now();
             let out = st.webhooks.claim(now, CLAIM_BATCH, lease_ms, |c| {
                 let sem =
@@ -75,26 +73,18 @@ pub async fn run(state: Arc<AppState>, config: WorkerConfig) {
         })
         .await;
         let mut sleep_ms = webhooks::POLL_MS;
-        match claimed {
-            Ok(Ok((claims, next_due, now))) => {
-                for (claim, permit) in claims {
-                    tokio::spawn(deliver(
-                        Arc::clone(&state),
-                        client.clone(),
-                        config,
-                        claim,
-                        permit,
-                        Arc::clone(&finished),
-                    ));
-                }
-                if let Some(due) = next_due
-                    && due.0 > now.0
-                {
-                    sleep_ms = sleep_ms.min(due.0 - now.0);
-                }
+        if let Some((claims, next_due, now)) = claimed {
+            for (claim, permit) in claims {
+                tokio::spawn(deliver(
+                    Arc::clone(&state),
+                    client.clone(),
+                    config,
+                    claim,
+                    permit,
+                    Arc::clone(&finished),
+                ));
             }
-            Ok(Err(e)) => tracing::error!(code = e.code(), "webhook claim failed: {e}"),
-            Err(e) => tracing::error!("webhook claim panicked: {e}"),
+            sleep_ms = outbox_worker::sleep_ms(next_due, now, webhooks::POLL_MS);
         }
         tokio::select! {
             () = webhooks::woken() => {}
@@ -139,13 +129,14 @@ async fn deliver(
     };
     let attempt = Attempt {
         at,
-        duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        duration_ms: elapsed_ms(started),
         http_status,
         error,
     };
     let st = Arc::clone(&state);
     let id = claim.delivery_id.clone();
-    let recorded = tokio::task::spawn_blocking(move || {
+    // On a failure the lease runs out and the delivery is attempted again: at least once.
+    let recorded = blocking("recording a webhook attempt", move || {
         st.webhooks.record_attempt(
             &id,
             &attempt,
@@ -155,18 +146,13 @@ async fn deliver(
         )
     })
     .await;
-    match recorded {
-        Ok(Ok(r)) => {
-            if r.disabled_endpoint {
-                tracing::warn!(endpoint = %claim.endpoint_id, "webhook endpoint disabled after a run of failed attempts");
-            }
-            if r.next == Next::GiveUp {
-                tracing::warn!(delivery = %claim.delivery_id, message = %claim.message_id, "webhook delivery failed: out of attempts");
-            }
+    if let Some(r) = recorded {
+        if r.disabled_endpoint {
+            tracing::warn!(endpoint = %claim.endpoint_id, "webhook endpoint disabled after a run of failed attempts");
         }
-        // The lease runs out and the delivery is attempted again: at least once.
-        Ok(Err(e)) => tracing::error!(code = e.code(), "recording a webhook attempt failed: {e}"),
-        Err(e) => tracing::error!("recording a webhook attempt panicked: {e}"),
+        if r.next == Next::GiveUp {
+            tracing::warn!(delivery = %claim.delivery_id, message = %claim.message_id, "webhook delivery failed: out of attempts");
+        }
     }
     drop(permit);
     finished.notify_one();
@@ -177,18 +163,12 @@ fn describe(e: &reqwest::Error, timeout_ms: i64) -> String {
     if e.is_timeout() {
         return format!("timeout after {timeout_ms} ms");
     }
-    let mut text = if e.is_connect() {
-        "connection failed".to_owned()
+    let head = if e.is_connect() {
+        "connection failed"
     } else if e.is_builder() {
-        "invalid request".to_owned()
+        "invalid request"
     } else {
-        "request failed".to_owned()
+        "request failed"
     };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    with_causes(head, e)
 }

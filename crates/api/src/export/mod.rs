@@ -380,18 +380,34 @@ fn local_date(t: UnixMs, tz: &TimeZone) -> Date {
     t.to_timestamp().to_zoned(tz.clone()).date()
 }
 
-fn all_customers(billing: &BillingStore) -> Result<Vec<Customer>, ApiError> {
+/// Every item of a listing read [`LIST_LIMIT_MAX`] at a time: `page(after)` reads the page
+/// after the cursor (`None`: the first), and `cursor` gives an item's cursor. A short page is
+/// the last.
+fn all_pages<T, E>(
+    mut page: impl FnMut(Option<String>) -> Result<Vec<T>, E>,
+    cursor: impl Fn(&T) -> String,
+) -> Result<Vec<T>, ApiError>
+where
+    ApiError: From<E>,
+{
     let mut out = Vec::new();
-    let mut after: Option<String> = None;
+    let mut after = None;
     loop {
-        let page = billing.customers(after.as_deref(), LIST_LIMIT_MAX)?;
-        let full = page.len() == LIST_LIMIT_MAX;
-        after = page.last().map(|c| c.key.to_string());
-        out.extend(page);
+        let items = page(after)?;
+        let full = items.len() == LIST_LIMIT_MAX;
+        after = items.last().map(&cursor);
+        out.extend(items);
         if !full {
             return Ok(out);
         }
     }
+}
+
+fn all_customers(billing: &BillingStore) -> Result<Vec<Customer>, ApiError> {
+    all_pages(
+        |after| billing.customers(after.as_deref(), LIST_LIMIT_MAX),
+        |c| c.key.to_string(),
+    )
 }
 
 fn invoices_in(
@@ -400,25 +416,18 @@ fn invoices_in(
     range: &Range,
 ) -> Result<Vec<Invoice>, ApiError> {
     let tz = c.time_zone.tz();
-    let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = billing.invoices(&InvoiceFilter {
-            customer: Some(c.key.clone()),
-            status: None,
-            after: after.clone(),
-            limit: LIST_LIMIT_MAX,
-        })?;
-        let full = page.len() == LIST_LIMIT_MAX;
-        after = page.last().map(|i| i.id.clone());
-        out.extend(
-            page.into_iter()
-                .filter(|i| range.contains(local_date(i.content.draft.period.start, tz))),
-        );
-        if !full {
-            break;
-        }
-    }
+    let mut out = all_pages(
+        |after| {
+            billing.invoices(&InvoiceFilter {
+                customer: Some(c.key.clone()),
+                status: None,
+                after,
+                limit: LIST_LIMIT_MAX,
+            })
+        },
+        |i| i.id.clone(),
+    )?;
+    out.retain(|i| range.contains(local_date(i.content.draft.period.start, tz)));
     out.sort_by(|a, b| {
         (a.content.draft.period.start, &a.id).cmp(&(b.content.draft.period.start, &b.id))
     });
@@ -533,22 +542,17 @@ pub fn build(
                 }
             }
             Kind::CreditNotes => {
-                let mut notes = Vec::new();
-                let mut after = None;
-                loop {
-                    let page = billing.credit_notes(&CreditNoteFilter {
-                        customer: Some(c.key.clone()),
-                        after: after.clone(),
-                        limit: LIST_LIMIT_MAX,
-                        ..CreditNoteFilter::default()
-                    })?;
-                    let full = page.len() == LIST_LIMIT_MAX;
-                    after = page.last().map(|n| n.id.clone());
-                    notes.extend(page);
-                    if !full {
-                        break;
-                    }
-                }
+                let notes = all_pages(
+                    |after| {
+                        billing.credit_notes(&CreditNoteFilter {
+                            customer: Some(c.key.clone()),
+                            after,
+                            limit: LIST_LIMIT_MAX,
+                            ..CreditNoteFilter::default()
+                        })
+                    },
+                    |n| n.id.clone(),
+                )?;
                 let mut mine: Vec<_> = notes
                     .into_iter()
                     .map(|n| (n.issued_ms.unwrap_or(n.created_ms), n))
@@ -622,6 +626,30 @@ pub fn build(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_pages_reads_until_a_short_page() {
+        let items: Vec<String> = (0..LIST_LIMIT_MAX * 2 + 3)
+            .map(|i| format!("{i:08}"))
+            .collect();
+        let mut reads = 0;
+        let all = all_pages(
+            |after: Option<String>| {
+                reads += 1;
+                Ok::<_, ApiError>(
+                    items
+                        .iter()
+                        .filter(|i| after.as_ref().is_none_or(|a| *i > a))
+                        .take(LIST_LIMIT_MAX)
+                        .cloned()
+                        .collect(),
+                )
+            },
+            String::clone,
+        )
+        .unwrap_or_default();
+        assert_eq!((all, reads), (items, 3));
+    }
 
     #[test]
     fn kinds_round_trip_their_names() {
