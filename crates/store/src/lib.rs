@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod orb;
 pub mod providers;
 mod schema;
+pub mod stripe_meters;
 pub mod usage;
 pub mod webhooks;
 
@@ -32,6 +33,7 @@ pub use self::keys::{ApiKey, KeyStore, NewKey, Scope};
 pub use self::metrics::Metrics;
 pub use self::orb::OrbStore;
 pub use self::providers::ProviderStore;
+pub use self::stripe_meters::StripeMeterStore;
 pub use self::webhooks::{WebhookStore, WebhookStoreError};
 
 use std::fs::{self, File};

@@ -20,6 +20,7 @@
 
 mod error;
 pub mod orb;
+pub mod stripe_meter;
 #[cfg(test)]
 mod tests;
 
