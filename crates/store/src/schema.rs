@@ -408,9 +408,11 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE stripe_meter_waiting (
         seq INTEGER PRIMARY KEY,
         customer TEXT NOT NULL,
+        time_ms INTEGER NOT NULL,
         since_ms INTEGER NOT NULL
      ) STRICT;
-     CREATE INDEX stripe_meter_waiting_by_customer ON stripe_meter_waiting (customer, seq);",
+     CREATE INDEX stripe_meter_waiting_by_customer ON stripe_meter_waiting (customer, seq);
+     CREATE INDEX stripe_meter_waiting_by_time ON stripe_meter_waiting (time_ms);",
 ];
 
 /// The schema version this binary writes.

@@ -84,10 +84,32 @@ pub struct Advance {
     pub skipped: u64,
     /// The event at `to`, if it was mapped: what became of it.
     pub last: Option<Outcome>,
-    /// The event at `to` waits for its customer's Stripe id: (seq, customer key).
-    pub park: Option<(u64, String)>,
+    /// The event at `to` waits for its customer's Stripe id.
+    pub park: Option<Parked>,
     /// Why the event at `to` was passed over (out of window, invalid).
     pub note: Option<String>,
+}
+
+/// An event parked until its customer has a Stripe id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parked {
+    /// Its sequence number in the accepted-event log.
+    pub seq: u64,
+    /// The Tollgate customer key (its `subject`).
+    pub customer: String,
+    /// Its time (Stripe's window is checked again when it is sent).
+    pub time: UnixMs,
+}
+
+/// A parked event whose customer now has a Stripe id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The Tollgate customer key.
+    pub customer: String,
+    /// The Stripe customer id (`cus_…`) from `provider_objects`.
+    pub stripe_customer_id: String,
 }
 
 /// Access to the Stripe meter tables of a data directory (its own connection).
@@ -233,12 +255,12 @@ impl StripeMeterStore {
             if let Some(outcome) = step.last {
                 count(tx, outcome, step.note.as_deref(), now)?;
             }
-            if let Some((seq, customer)) = &step.park {
-                assert_eq!(*seq, step.to, "a parked event is the last of its step");
+            if let Some(p) = &step.park {
+                assert_eq!(p.seq, step.to, "a parked event is the last of its step");
                 tx.execute(
-                    "INSERT INTO stripe_meter_waiting (seq, customer, since_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (seq) DO NOTHING",
-                    params![i64_of(*seq), customer, now.0],
+                    "INSERT INTO stripe_meter_waiting (seq, customer, time_ms, since_ms)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (seq) DO NOTHING",
+                    params![i64_of(p.seq), p.customer, p.time.0, now.0],
                 )?;
             }
             cursor_in(tx)
@@ -270,15 +292,42 @@ impl StripeMeterStore {
         )?))
     }
 
-    /// The sequence numbers of `customer`'s parked events, in log order, at most `limit`.
-    pub fn waiting_of(&self, customer: &str, limit: usize) -> Result<Vec<u64>, StoreError> {
+    /// Parked events whose customer now has a Stripe customer id, in log order, at most
+    /// `limit`.
+    pub fn ready(&self, limit: usize) -> Result<Vec<Ready>, StoreError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT seq FROM stripe_meter_waiting WHERE customer = ?1 ORDER BY seq LIMIT ?2",
+            "SELECT w.seq, w.customer, o.provider_id FROM stripe_meter_waiting w
+             JOIN provider_objects o ON o.provider = 'stripe' AND o.kind = 'customer'
+                AND o.tollgate_key = w.customer
+             ORDER BY w.seq LIMIT ?1",
         )?;
         let rows = stmt
-            .query_map(params![customer, i64_of(limit as u64)], |r| {
-                r.get::<_, i64>(0).map(u64_of)
+            .query_map(params![i64_of(limit as u64)], |r| {
+                Ok(Ready {
+                    seq: u64_of(r.get(0)?),
+                    customer: r.get(1)?,
+                    stripe_customer_id: r.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Parked events older than `before` (Stripe would refuse them now), at most `limit`.
+    pub fn expired(&self, before: UnixMs, limit: usize) -> Result<Vec<Parked>, StoreError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, customer, time_ms FROM stripe_meter_waiting WHERE time_ms < ?1
+             ORDER BY time_ms LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![before.0, i64_of(limit as u64)], |r| {
+                Ok(Parked {
+                    seq: u64_of(r.get(0)?),
+                    customer: r.get(1)?,
+                    time: UnixMs(r.get(2)?),
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
@@ -395,7 +444,11 @@ mod tests {
                 &Advance {
                     from: 3,
                     to: 4,
-                    park: Some((4, "acme".into())),
+                    park: Some(Parked {
+                        seq: 4,
+                        customer: "acme".into(),
+                        time: UnixMs(100),
+                    }),
                     ..Advance::default()
                 },
                 UnixMs(2),
@@ -414,7 +467,31 @@ mod tests {
             )
             .unwrap();
         assert_eq!(store.waiting_customers(10).unwrap(), [("acme".into(), 1)]);
-        assert_eq!(store.waiting_of("acme", 10).unwrap(), [4]);
+        assert!(
+            store.ready(10).unwrap().is_empty(),
+            "acme has no Stripe id yet"
+        );
+        assert_eq!(store.expired(UnixMs(101), 10).unwrap().len(), 1);
+        assert!(store.expired(UnixMs(100), 10).unwrap().is_empty());
+        {
+            let conn = crate::open_db(&dir).unwrap();
+            crate::providers::put_object(
+                &conn,
+                tollgate_core::provider::Provider::Stripe,
+                "customer",
+                "acme",
+                "cus_1",
+                None,
+                0,
+                UnixMs(1),
+            )
+            .unwrap();
+        }
+        let ready = store.ready(10).unwrap();
+        assert_eq!(
+            (ready[0].seq, ready[0].stripe_customer_id.as_str()),
+            (4, "cus_1")
+        );
         assert_eq!(store.waiting_total().unwrap(), 1);
         store
             .record_failure("429", Some(429), UnixMs(9), UnixMs(4))

@@ -19,6 +19,7 @@ mod orb_worker;
 mod provider_worker;
 mod reconcile_cmd;
 mod serve;
+mod stripe_meter_worker;
 mod tail;
 mod webhook_worker;
 

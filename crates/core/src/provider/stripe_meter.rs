@@ -230,6 +230,8 @@ pub struct MeterEvent {
     pub value: Decimal,
     /// [`identifier`] of the event.
     pub identifier: String,
+    /// [`idempotency_key`] of the event: the `Idempotency-Key` of its request.
+    pub idempotency_key: String,
     /// The event's time in whole seconds since the epoch (rounded down).
     pub timestamp_s: i64,
 }
@@ -247,6 +249,7 @@ impl MeterEvent {
             stripe_customer_id: stripe_customer_id.to_owned(),
             value: value(event, forward.value.as_ref())?,
             identifier: identifier(identity),
+            idempotency_key: idempotency_key(identity),
             timestamp_s: event.time.0.div_euclid(1000),
         })
     }
