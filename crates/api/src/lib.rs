@@ -70,6 +70,9 @@ pub struct AppState {
     /// Orb, when configured (`serve --orb-api-key`); `None`: the Orb routes answer 404
     /// `provider_not_configured`.
     pub orb: Option<OrbLink>,
+    /// Forwarding to Stripe Billing meter events, when on (`serve --stripe-secret-key` and a
+    /// `[stripe_meters]` mapping); `None`: its routes answer 404 `provider_not_configured`.
+    pub stripe_meters: Option<tollgate_store::StripeMeterStore>,
 }
 
 /// A payment provider's own records of Tollgate's invoices, read for reconciliation (the
@@ -313,6 +316,14 @@ pub fn router(state: State) -> Router {
         .route("/v1/providers/orb/resume", post(routes::orb::resume))
         .route("/v1/providers/orb/invoices", get(routes::orb::invoices))
         .route("/v1/providers/orb/pull", post(routes::orb::pull))
+        .route(
+            "/v1/providers/stripe/meter_events/status",
+            get(routes::stripe_meters::status),
+        )
+        .route(
+            "/v1/providers/stripe/meter_events/resume",
+            post(routes::stripe_meters::resume),
+        )
         .route("/v1/audit", get(routes::ipmeta::audit))
         // Traffic inspection.
         .route(

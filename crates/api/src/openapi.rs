@@ -104,6 +104,8 @@ use crate::routes;
         routes::orb::resume,
         routes::orb::invoices,
         routes::orb::pull,
+        routes::stripe_meters::status,
+        routes::stripe_meters::resume,
         routes::inspect::publish,
         routes::inspect::list,
         routes::inspect::current,

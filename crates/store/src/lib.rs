@@ -24,6 +24,7 @@ pub mod orb;
 mod outbox;
 pub mod providers;
 mod schema;
+pub mod stripe_meters;
 pub mod usage;
 pub mod webhooks;
 
@@ -34,6 +35,7 @@ pub use self::keys::{ApiKey, KeyStore, NewKey, Scope};
 pub use self::metrics::Metrics;
 pub use self::orb::OrbStore;
 pub use self::providers::ProviderStore;
+pub use self::stripe_meters::StripeMeterStore;
 pub use self::webhooks::{WebhookStore, WebhookStoreError};
 
 use std::fs::{self, File};

@@ -47,6 +47,33 @@ pub struct Metrics {
     pub reconciliation_last_run: Gauge,
     /// Forwarding to Orb (zeros when Orb is not configured).
     pub orb: OrbMetrics,
+    /// Forwarding to Stripe meter events (zeros when it is off).
+    pub stripe_meters: StripeMeterMetrics,
+}
+
+/// Metrics of forwarding events to Stripe Billing meter events.
+#[derive(Clone, Debug, Default)]
+pub struct StripeMeterMetrics {
+    /// Events acknowledged by Stripe (duplicates included).
+    pub events_forwarded: Counter,
+    /// Events Stripe already held (it refused their identifier as a duplicate).
+    pub events_duplicate: Counter,
+    /// Accepted events not forwarded (their type is not mapped).
+    pub events_skipped: Counter,
+    /// Events passed over: outside Stripe's timestamp window when they were due.
+    pub events_out_of_window: Counter,
+    /// Events passed over: their value is missing or not a whole number.
+    pub events_invalid: Counter,
+    /// Events parked until their customer has a Stripe id.
+    pub events_waiting: Gauge,
+    /// Failed requests that will be retried.
+    pub retries: Counter,
+    /// 1 while forwarding is stopped on a permanent refusal.
+    pub stopped: Gauge,
+    /// The cursor: every accepted event up to this sequence number is done or parked.
+    pub cursor_seq: Gauge,
+    /// Accepted events after the cursor.
+    pub lag_events: Gauge,
 }
 
 /// Metrics of forwarding events to Orb.
@@ -166,8 +193,68 @@ impl Metrics {
             "Accepted events not forwarded to Orb yet",
             orb.lag_events.clone(),
         );
+        let stripe_meters = StripeMeterMetrics::default();
+        for (name, help, counter) in [
+            (
+                "stripe_meter_events_forwarded",
+                "Events acknowledged by Stripe's meter events API",
+                &stripe_meters.events_forwarded,
+            ),
+            (
+                "stripe_meter_events_duplicate",
+                "Events Stripe already held (identifier refused as a duplicate)",
+                &stripe_meters.events_duplicate,
+            ),
+            (
+                "stripe_meter_events_skipped",
+                "Accepted events not forwarded to Stripe meters (type not mapped)",
+                &stripe_meters.events_skipped,
+            ),
+            (
+                "stripe_meter_events_out_of_window",
+                "Events passed over: outside Stripe's meter event timestamp window",
+                &stripe_meters.events_out_of_window,
+            ),
+            (
+                "stripe_meter_events_invalid",
+                "Events passed over: value missing or not a whole number",
+                &stripe_meters.events_invalid,
+            ),
+            (
+                "stripe_meter_retries",
+                "Failed Stripe meter event requests that will be retried",
+                &stripe_meters.retries,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        for (name, help, gauge) in [
+            (
+                "stripe_meter_events_waiting",
+                "Events parked until their customer has a Stripe id",
+                &stripe_meters.events_waiting,
+            ),
+            (
+                "stripe_meter_stopped",
+                "1 while forwarding to Stripe meters is stopped on a permanent refusal",
+                &stripe_meters.stopped,
+            ),
+            (
+                "stripe_meter_cursor_seq",
+                "Every accepted event up to this sequence number is done for Stripe meters",
+                &stripe_meters.cursor_seq,
+            ),
+            (
+                "stripe_meter_lag_events",
+                "Accepted events not forwarded to Stripe meters yet",
+                &stripe_meters.lag_events,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
         Metrics {
             registry,
+            stripe_meters,
             reconciliation_differences,
             reconciliation_runs,
             reconciliation_last_run,

@@ -384,6 +384,35 @@ const MIGRATIONS: &[&str] = &[
         pulled_ms INTEGER NOT NULL
      ) STRICT;
      CREATE INDEX orb_invoices_by_customer ON orb_invoices (customer, invoice_date_ms);",
+    // 10: Stripe Billing meter events. `stripe_meter_cursor` (one row) is how far the
+    // accepted-event log has been forwarded to Stripe's meter events: every event at or below
+    // `after_seq` was acknowledged by Stripe, passed over (not mapped, outside Stripe's
+    // timestamp window, or a value Stripe cannot take; each counted), or parked in
+    // `stripe_meter_waiting` because its customer has no Stripe id yet.
+    "CREATE TABLE stripe_meter_cursor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        after_seq INTEGER NOT NULL,
+        forwarded INTEGER NOT NULL,
+        duplicates INTEGER NOT NULL,
+        skipped INTEGER NOT NULL,
+        out_of_window INTEGER NOT NULL,
+        invalid INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        stopped_code TEXT,
+        last_error TEXT,
+        last_http_status INTEGER,
+        last_passed_over TEXT,
+        next_attempt_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE stripe_meter_waiting (
+        seq INTEGER PRIMARY KEY,
+        customer TEXT NOT NULL,
+        time_ms INTEGER NOT NULL,
+        since_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX stripe_meter_waiting_by_customer ON stripe_meter_waiting (customer, seq);
+     CREATE INDEX stripe_meter_waiting_by_time ON stripe_meter_waiting (time_ms);",
 ];
 
 /// The schema version this binary writes.

@@ -32,6 +32,11 @@
 //! [orb.events."proxy.request"] # a Tollgate event type that is forwarded
 //! event_name = "proxy_request" # its Orb event_name
 //! properties = { bytes = "$.data.bytes_out", host = "$.data.host" } # default: data's scalars
+//!
+//! [stripe_meters]             # Stripe Billing meter events (docs/stripe.md); needs --stripe-secret-key
+//! [stripe_meters.events."proxy.request"] # a Tollgate event type that is forwarded
+//! event_name = "proxy_bytes"  # the event_name of the Stripe meter
+//! value = "$.data.bytes_out"  # where the whole-number value is (default: every event counts 1)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -82,6 +87,27 @@ pub struct FileConfig {
     pub dropin: Option<DropinFile>,
     /// Forwarding to Orb: which event types, how they look there, the grace period.
     pub orb: Option<OrbFile>,
+    /// Forwarding to Stripe Billing meter events: which event types, their meter and value.
+    pub stripe_meters: Option<StripeMetersFile>,
+}
+
+/// `[stripe_meters]`: which accepted events become Stripe meter events.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeMetersFile {
+    /// Tollgate event type → its Stripe meter event.
+    #[serde(default)]
+    pub events: std::collections::BTreeMap<String, StripeMeterEventFile>,
+}
+
+/// `[stripe_meters.events."<type>"]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeMeterEventFile {
+    /// The Stripe meter's `event_name` (default: the Tollgate type).
+    pub event_name: Option<String>,
+    /// JSON path of the value in the event (`$.data.bytes`); default: 1 per event.
+    pub value: Option<String>,
 }
 
 /// `[orb]`: what is forwarded to Orb and how.
@@ -590,5 +616,52 @@ pub fn orb_config(
         pull_every_ms,
         mapping,
         fault_exit_after_step: flags.fault_exit_after_step.clone(),
+    }))
+}
+
+/// The Stripe meter event forwarder's settings: on only when Stripe is configured
+/// (`stripe`, from `--stripe-secret-key`) and `[stripe_meters.events]` maps at least one type.
+pub fn stripe_meters_config(
+    stripe: Option<&crate::provider_worker::StripeConfig>,
+    file: &FileConfig,
+) -> anyhow::Result<Option<crate::stripe_meter_worker::StripeMetersConfig>> {
+    use tollgate_core::provider::stripe_meter::{Forward, Mapping};
+    let Some(section) = file.stripe_meters.as_ref() else {
+        return Ok(None);
+    };
+    let mut mapping = Mapping::default();
+    for (event_type, e) in &section.events {
+        let value = match &e.value {
+            Some(path) => Some(
+                tollgate_core::meter::JsonPath::parse(path)
+                    .with_context(|| format!("[stripe_meters.events.\"{event_type}\"] value"))?,
+            ),
+            None => None,
+        };
+        mapping.events.insert(
+            event_type.clone(),
+            Forward {
+                event_name: e.event_name.clone().unwrap_or_else(|| event_type.clone()),
+                value,
+            },
+        );
+    }
+    mapping.validate().context("config [stripe_meters]")?;
+    if mapping.is_empty() {
+        return Ok(None);
+    }
+    let Some(stripe) = stripe else {
+        tracing::warn!(
+            "[stripe_meters] events are configured but no --stripe-secret-key: nothing is forwarded"
+        );
+        return Ok(None);
+    };
+    Ok(Some(crate::stripe_meter_worker::StripeMetersConfig {
+        api_base: stripe.api_base.clone(),
+        secret_key: stripe.secret_key.clone(),
+        backoff: stripe.backoff,
+        timeout_ms: stripe.timeout_ms,
+        mapping,
+        fault_exit_after_step: stripe.fault_exit_after_step.clone(),
     }))
 }

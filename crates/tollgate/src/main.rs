@@ -20,6 +20,7 @@ mod outbox_worker;
 mod provider_worker;
 mod reconcile_cmd;
 mod serve;
+mod stripe_meter_worker;
 mod tail;
 mod webhook_worker;
 

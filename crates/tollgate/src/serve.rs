@@ -180,6 +180,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         &file,
     )?;
+    let stripe_meters_config = crate::config::stripe_meters_config(stripe_config.as_ref(), &file)?;
     let engine = args.store.open_engine()?;
     let keys = KeyStore::open(&args.store.data_dir)?;
     let billing = BillingStore::open(&args.store.data_dir)?;
@@ -219,6 +220,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let stripe_meters = match &stripe_meters_config {
+        Some(_) => Some(tollgate_store::StripeMeterStore::open(
+            &args.store.data_dir,
+        )?),
+        None => None,
+    };
     if let Some(created) = keys.bootstrap_admin(admin_secret.as_deref(), SystemClock.now())? {
         if admin_secret.is_some() {
             eprintln!(
@@ -265,6 +272,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         provider_records,
         reconcile_refund_overpayments,
         orb,
+        stripe_meters,
     });
     if let Some(raw) = &args.fault_rollup_event {
         let time = state.engine.now();
@@ -291,6 +299,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ));
         if let Some(config) = stripe_config {
             tokio::spawn(crate::provider_worker::run(Arc::clone(&state), config));
+        }
+        if let Some(config) = stripe_meters_config {
+            crate::stripe_meter_worker::spawn(Arc::clone(&state), config);
         }
         if let (Some(config), Some(pulls)) = (orb_config, orb_pulls) {
             crate::orb_worker::spawn(Arc::clone(&state), config, pulls);

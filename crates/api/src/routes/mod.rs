@@ -19,6 +19,7 @@ pub(crate) mod portal_sessions;
 pub(crate) mod providers;
 pub(crate) mod reconciliation;
 pub(crate) mod refunds;
+pub(crate) mod stripe_meters;
 pub(crate) mod subscriptions;
 pub mod usage;
 pub(crate) mod webhooks;

@@ -12,6 +12,7 @@ pub mod portal;
 pub mod providers;
 pub mod reconciliation;
 pub mod refunds;
+pub mod stripe_meters;
 pub mod webhooks;
 
 use std::collections::BTreeMap;

@@ -1,4 +1,5 @@
-//! Payment providers (Stripe, and Orb in [`orb`]): what Tollgate asks a provider to do, the keys
+//! Payment providers (Stripe, Stripe Billing meter events in [`stripe_meter`], and Orb in
+//! [`orb`]): what Tollgate asks a provider to do, the keys
 //! that make each request safe to repeat, and what a provider's webhook event means for an
 //! invoice's payment state.
 //!
@@ -20,6 +21,7 @@
 
 mod error;
 pub mod orb;
+pub mod stripe_meter;
 #[cfg(test)]
 mod tests;
 
