@@ -180,14 +180,7 @@ fn i64_of(v: u64) -> i64 {
 }
 
 fn truncate(text: &str) -> String {
-    if text.len() <= ERROR_BYTES_KEPT {
-        return text.to_owned();
-    }
-    let mut end = ERROR_BYTES_KEPT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    crate::outbox::truncate_to(text, ERROR_BYTES_KEPT)
 }
 
 fn cursor_in(c: &Connection) -> Result<Cursor, StoreError> {
@@ -455,10 +448,13 @@ impl OrbStore {
         now: UnixMs,
     ) -> Result<Cursor, StoreError> {
         self.write(|tx| {
-            tx.execute(
-                "UPDATE orb_cursor SET failures = failures + 1, last_error = ?1,
-                    last_http_status = ?2, next_attempt_ms = ?3, updated_ms = ?4 WHERE id = 1",
-                params![truncate(error), http_status, retry_at.0, now.0],
+            crate::outbox::cursor::record_failure(
+                tx,
+                "orb_cursor",
+                &truncate(error),
+                http_status,
+                retry_at,
+                now,
             )?;
             cursor_in(tx)
         })
@@ -474,10 +470,13 @@ impl OrbStore {
         now: UnixMs,
     ) -> Result<Cursor, StoreError> {
         self.write(|tx| {
-            tx.execute(
-                "UPDATE orb_cursor SET failures = failures + 1, stopped_code = ?1,
-                    last_error = ?2, last_http_status = ?3, updated_ms = ?4 WHERE id = 1",
-                params![code, truncate(error), http_status, now.0],
+            crate::outbox::cursor::stop(
+                tx,
+                "orb_cursor",
+                code,
+                &truncate(error),
+                http_status,
+                now,
             )?;
             cursor_in(tx)
         })
@@ -486,13 +485,7 @@ impl OrbStore {
     /// Lets a stopped forwarder try again (after the cause was fixed); returns whether it was
     /// stopped.
     pub fn resume(&self, now: UnixMs) -> Result<bool, StoreError> {
-        self.write(|tx| {
-            Ok(tx.execute(
-                "UPDATE orb_cursor SET stopped_code = NULL, next_attempt_ms = ?1, updated_ms = ?1
-                 WHERE id = 1 AND stopped_code IS NOT NULL",
-                params![now.0],
-            )? == 1)
-        })
+        self.write(|tx| crate::outbox::cursor::resume(tx, "orb_cursor", false, now))
     }
 
     /// Orb customer syncs by status: (pending, failed).

@@ -148,11 +148,81 @@ impl Outcome {
 
 /// `text` cut to at most [`ERROR_BYTES_KEPT`] bytes, on a character boundary.
 pub(crate) fn truncate_error(text: &str) -> String {
-    let mut end = text.len().min(ERROR_BYTES_KEPT);
+    truncate_to(text, ERROR_BYTES_KEPT)
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub(crate) fn truncate_to(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+/// The failure bookkeeping of a forwarder's one-row cursor table (`orb_cursor`,
+/// `stripe_meter_cursor`: columns `failures`, `last_error`, `last_http_status`,
+/// `next_attempt_ms`, `stopped_code`, `updated_ms`, row `id = 1`), shared by the forwarders.
+pub(crate) mod cursor {
+    use rusqlite::{Connection, params};
+    use tollgate_core::time::UnixMs;
+
+    use crate::StoreError;
+
+    /// A failed attempt that will be retried at `retry_at`.
+    pub(crate) fn record_failure(
+        tx: &Connection,
+        table: &str,
+        error: &str,
+        http_status: Option<u16>,
+        retry_at: UnixMs,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        tx.execute(
+            &format!(
+                "UPDATE {table} SET failures = failures + 1, last_error = ?1,
+                    last_http_status = ?2, next_attempt_ms = ?3, updated_ms = ?4 WHERE id = 1"
+            ),
+            params![error, http_status, retry_at.0, now.0],
+        )?;
+        Ok(())
+    }
+
+    /// Stopped for good with `code` until a resume.
+    pub(crate) fn stop(
+        tx: &Connection,
+        table: &str,
+        code: &str,
+        error: &str,
+        http_status: Option<u16>,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        tx.execute(
+            &format!(
+                "UPDATE {table} SET failures = failures + 1, stopped_code = ?1,
+                    last_error = ?2, last_http_status = ?3, updated_ms = ?4 WHERE id = 1"
+            ),
+            params![code, error, http_status, now.0],
+        )?;
+        Ok(())
+    }
+
+    /// Clears a stop (and, with `reset_failures`, the failure count); whether it was stopped.
+    pub(crate) fn resume(
+        tx: &Connection,
+        table: &str,
+        reset_failures: bool,
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
+        let reset = if reset_failures { "failures = 0," } else { "" };
+        Ok(tx.execute(
+            &format!(
+                "UPDATE {table} SET stopped_code = NULL, {reset} next_attempt_ms = ?1,
+                    updated_ms = ?1 WHERE id = 1 AND stopped_code IS NOT NULL"
+            ),
+            params![now.0],
+        )? == 1)
+    }
 }
 
 #[cfg(test)]
