@@ -112,9 +112,32 @@ pub struct PreparedBatch {
     rejected: Vec<ItemError>,
     /// The meter epoch the observations were made under.
     epoch: u64,
+    /// When the batch is answered.
+    answer: Answer,
+}
+
+/// When the writer answers a batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Answer {
+    /// Once its events are durable and folded into the rollups: a client that got its answer
+    /// reads its own events (ingest).
+    #[default]
+    Visible,
+    /// As soon as its events are durable, before they are folded into the rollups (one thread
+    /// hop less on the answer's path; for callers that do not read usage in the same breath).
+    Durable,
 }
 
 impl PreparedBatch {
+    /// Answers this batch as soon as its events are durable, before they are folded into the
+    /// rollups, so a usage read right after the answer may not count them yet. For recording
+    /// paths whose answer does not depend on usage (inspection decisions).
+    #[must_use]
+    pub fn answer_when_durable(mut self) -> Self {
+        self.answer = Answer::Durable;
+        self
+    }
+
     /// Parses and validates the events at `spans` of `body` (each span one event's JSON text,
     /// with the index the client knows it by),
     /// against the acceptance window around `now`. Invalid events become errors; the rest go on.
@@ -160,6 +183,7 @@ impl PreparedBatch {
             events,
             rejected,
             epoch,
+            answer: Answer::Visible,
         }
     }
 
@@ -199,8 +223,12 @@ fn id_hint(text: &str) -> Option<String> {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// What the writer hands back for a batch: the outcome, and the batch itself so that its
-/// memory is freed (or reused) by the submitter's thread rather than the writer's.
-type Done = (BatchOutcome, PreparedBatch);
+/// memory is freed (or reused) by the submitter's thread rather than the writer's (`None` for
+/// a batch answered when durable: the apply thread still needs it).
+type Done = (BatchOutcome, Option<PreparedBatch>);
+
+/// A batch in a group commit, with its answer until it is sent.
+type Queued = (PreparedBatch, Option<Reply<Done>>);
 
 /// A batch queued for the writer; resolves once it is durable.
 pub struct Pending {
@@ -220,7 +248,7 @@ impl Pending {
             .rx
             .blocking_recv()
             .map_err(|_| StoreError::WriterStopped)??;
-        let mut body = batch.body;
+        let mut body = batch.map(|b| b.body).unwrap_or_default();
         body.clear();
         Ok((outcome, body))
     }
@@ -886,7 +914,7 @@ fn parse_and_fold(
 /// barrier the writer waits on before it changes meters.
 enum Applied {
     Group {
-        group: Vec<(PreparedBatch, Reply<Done>)>,
+        group: Vec<Queued>,
         verdicts: Vec<Vec<Verdict>>,
         first_seq: u64,
     },
@@ -924,7 +952,9 @@ fn apply_loop(
                     metrics.count("duplicate", outcome.duplicates);
                     metrics.count("conflict", outcome.conflicts);
                     metrics.count("rejected", outcome.rejected);
-                    let _ = reply.send(Ok((outcome, batch)));
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok((outcome, Some(batch))));
+                    }
                 }
             }
         }
@@ -933,11 +963,7 @@ fn apply_loop(
 
 /// Folds the accepted session events of a group into the session gauge (one write lock per
 /// group, taken only when the group holds session events).
-fn apply_to_sessions(
-    sessions: &SharedSessions,
-    group: &[(PreparedBatch, Reply<Done>)],
-    verdicts: &[Vec<Verdict>],
-) {
+fn apply_to_sessions(sessions: &SharedSessions, group: &[Queued], verdicts: &[Vec<Verdict>]) {
     let mut book = None;
     for ((batch, _), vs) in group.iter().zip(verdicts) {
         for (ev, v) in batch.events.iter().zip(vs) {
@@ -954,7 +980,7 @@ fn apply_to_sessions(
 
 fn apply_to_rollups(
     rollups: &RollupMap,
-    group: &[(PreparedBatch, Reply<Done>)],
+    group: &[Queued],
     verdicts: &[Vec<Verdict>],
     first_seq: u64,
 ) {
@@ -1047,13 +1073,13 @@ impl Writer {
             };
             match command {
                 Command::Ingest(batch, reply) => {
-                    let mut group = vec![(batch, reply)];
+                    let mut group = vec![(batch, Some(reply))];
                     let mut events = group[0].0.events.len();
                     while events < GROUP_COMMIT_EVENTS_MAX {
                         match rx.try_recv() {
                             Ok(Command::Ingest(b, r)) => {
                                 events += b.events.len();
-                                group.push((b, r));
+                                group.push((b, Some(r)));
                             }
                             Ok(other) => {
                                 pending = Some(other);
@@ -1085,7 +1111,7 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, group: Vec<(PreparedBatch, Reply<Done>)>) {
+    fn commit_group(&mut self, mut group: Vec<Queued>) {
         let started = Instant::now();
         let now = self.clock.now();
         let mut frame = std::mem::take(&mut self.frame);
@@ -1115,7 +1141,7 @@ impl Writer {
                     }
                 }
             }
-            for (_, reply) in group {
+            for reply in group.into_iter().filter_map(|(_, r)| r) {
                 let _ = reply.send(Err(clone_err(&e)));
             }
             self.frame = frame;
@@ -1123,6 +1149,13 @@ impl Writer {
         }
         self.next_seq += u64::from(frame.len());
         self.frame = frame;
+        for ((batch, reply), vs) in group.iter_mut().zip(&verdicts) {
+            if batch.answer == Answer::Durable
+                && let Some(reply) = reply.take()
+            {
+                let _ = reply.send(Ok((outcome_of(batch, vs), None)));
+            }
+        }
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -1,9 +1,9 @@
 //! `tollgate checkload` and `tollgate check-bench`: how fast entitlement checks are answered.
 //!
 //! `checkload` sends `POST /v1/entitlements/check` to a running server at a fixed rate (open
-//! loop: request `i` is due at `start + i / rate`, and its latency runs from when it was due,
-//! so a slow server cannot hide its queueing by slowing the sender), over `--connections`
-//! keep-alive connections, for customers picked by a fixed sequence from `--customers-file`
+//! loop, see [`OpenLoop`]: requests are released on schedule whatever the server does, and a
+//! request's latency includes any wait behind a slow answer, so a slow server cannot hide its
+//! queueing by slowing the sender), over `--connections` keep-alive connections, for customers picked by a fixed sequence from `--customers-file`
 //! (one key per line) or from `PREFIX000000 ..`. It prints the achieved rate and latency
 //! percentiles; answers other than 200 are counted as errors, 404s (unknown customer) apart.
 //!
@@ -163,6 +163,7 @@ pub fn run(args: CheckloadArgs) -> anyhow::Result<ExitCode> {
             "checks_per_second": r.per_second,
             "target_rate": args.rate,
             "latency_ms": r.latency_ms_json(),
+            "release_lag_ms": r.release_lag_ms_json(),
         });
         println!("{out}");
     } else {
@@ -194,7 +195,8 @@ pub(crate) fn open_loop_runtime(
     if !(1..=SECONDS_MAX).contains(&seconds) || !(1..=RATE_MAX).contains(&rate) {
         bail!("--seconds must be 1..={SECONDS_MAX} and --rate 1..={RATE_MAX}");
     }
-    tokio::runtime::Builder::new_multi_thread()
+    // One thread: the client must not take both cores from the server it measures.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
@@ -205,6 +207,8 @@ pub(crate) fn open_loop_runtime(
 pub(crate) struct Totals {
     /// Latency of every request answered 2xx.
     pub latencies: Vec<Duration>,
+    /// Latency of every 2xx answer whose body contains the marker (also in `latencies`).
+    pub marked_latencies: Vec<Duration>,
     /// Requests that failed: transport, timeout, any status but 2xx and 404.
     pub errors: u64,
     /// Requests answered 404.
@@ -213,6 +217,8 @@ pub(crate) struct Totals {
     pub marked: u64,
     /// How long the run took.
     pub elapsed: Duration,
+    /// How late each request was released against its nominal due time.
+    pub release_lags: Vec<Duration>,
 }
 
 impl Totals {
@@ -220,6 +226,20 @@ impl Totals {
     pub(crate) fn report(self) -> Report {
         let mut sorted = self.latencies;
         sorted.sort_unstable();
+        let mut lags = self.release_lags;
+        lags.sort_unstable();
+        let mut marked = self.marked_latencies;
+        marked.sort_unstable();
+        // The unmarked answers' latencies: every latency, less the marked ones (both sorted).
+        let mut unmarked = Vec::with_capacity(sorted.len() - marked.len().min(sorted.len()));
+        let mut m = marked.iter().peekable();
+        for l in &sorted {
+            if m.peek() == Some(&l) {
+                m.next();
+            } else {
+                unmarked.push(*l);
+            }
+        }
         let seconds = self.elapsed.as_secs_f64();
         Report {
             answered: sorted.len(),
@@ -232,6 +252,10 @@ impl Totals {
             p99: percentile(&sorted, 0.99),
             p999: percentile(&sorted, 0.999),
             max: sorted.last().copied().unwrap_or_default(),
+            marked_p99: percentile(&marked, 0.99),
+            unmarked_p99: percentile(&unmarked, 0.99),
+            lag_p99: percentile(&lags, 0.99),
+            lag_max: lags.last().copied().unwrap_or_default(),
         }
     }
 }
@@ -254,37 +278,59 @@ pub(crate) struct Report {
     p99: Duration,
     p999: Duration,
     max: Duration,
+    marked_p99: Duration,
+    unmarked_p99: Duration,
+    lag_p99: Duration,
+    lag_max: Duration,
 }
 
 impl Report {
-    /// The latency percentiles in ms: `{"p50", "p99", "p999", "max"}`.
+    /// The latency percentiles in ms: `{"p50", "p99", "p999", "max", "marked_p99",
+    /// "unmarked_p99"}` (the last two: p99 of the answers with and without the marker).
     pub(crate) fn latency_ms_json(&self) -> serde_json::Value {
         serde_json::json!({
             "p50": ms(self.p50),
             "p99": ms(self.p99),
             "p999": ms(self.p999),
             "max": ms(self.max),
+            "marked_p99": ms(self.marked_p99),
+            "unmarked_p99": ms(self.unmarked_p99),
         })
+    }
+
+    /// How late requests were released against the schedule, in ms: `{"p99", "max"}`.
+    pub(crate) fn release_lag_ms_json(&self) -> serde_json::Value {
+        serde_json::json!({ "p99": ms(self.lag_p99), "max": ms(self.lag_max) })
     }
 
     /// `N {what} in S s (R/s, target T/s): p50 … ms, p99 … ms, p999 … ms, max … ms`.
     pub(crate) fn summary(&self, what: &str, target_rate: u64) -> String {
         format!(
-            "{} {what} in {:.1} s ({:.0}/s, target {target_rate}/s): p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms",
+            "{} {what} in {:.1} s ({:.0}/s, target {target_rate}/s): p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms; released late by p99 {:.3} ms, max {:.3} ms",
             self.answered,
             self.seconds,
             self.per_second,
             ms(self.p50),
             ms(self.p99),
             ms(self.p999),
-            ms(self.max)
+            ms(self.max),
+            ms(self.lag_p99),
+            ms(self.lag_max)
         )
     }
 }
 
-/// An open-loop run: `POST {url}{path}` with the bodies `body(i)` for `i` in `0..total`,
-/// request `i` due at `start + i / rate`, over `connections` keep-alive connections. Latency
-/// runs from when a request was due. Counts the answers whose body contains `marker`.
+/// An open-loop run: `POST {url}{path}` with the bodies `body(i)` for `i` in `0..total` at
+/// `rate` per second, over `connections` keep-alive HTTP/1 connections. Counts the answers
+/// whose body contains `marker`.
+///
+/// Pacing: a 1 ms ticker releases every request whose nominal due time (`start + i / rate`)
+/// has passed, round robin over the connections, each of which sends its queue in order. A
+/// request's latency runs from its release, so time it waits behind a slow answer on its
+/// connection is counted (no coordinated omission), and requests arrive in bursts of one
+/// tick's worth, which is harder on the server than an even stream. How late releases were
+/// against the nominal schedule (the timer's granularity, or a client that cannot keep up) is
+/// reported apart as the release lag.
 pub(crate) struct OpenLoop<'a> {
     pub url: &'a str,
     pub key: &'a str,
@@ -295,80 +341,162 @@ pub(crate) struct OpenLoop<'a> {
     pub marker: &'static [u8],
 }
 
+/// One request handed to a connection: when it was released, and its body.
+type Released = (Instant, bytes::Bytes);
+
+/// One keep-alive HTTP/1 connection of a load client.
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// How often the pacer releases due requests.
+const TICK: Duration = Duration::from_millis(1);
+/// Longest a load request may take before it counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl OpenLoop<'_> {
     pub(crate) async fn run(&self, mut body: impl FnMut(u64) -> String) -> anyhow::Result<Totals> {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(self.connections)
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        let endpoint = format!("{}{}", self.url.trim_end_matches('/'), self.path);
-        let auth = format!("Bearer {}", self.key);
-        // Each request carries the instant it was due.
-        let (tx, rx) = tokio::sync::mpsc::channel::<(Instant, String)>(self.connections * 4);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let mut workers = Vec::new();
+        let uri: hyper::Uri = format!("{}{}", self.url.trim_end_matches('/'), self.path)
+            .parse()
+            .context("--url")?;
+        let target = Target {
+            addr: uri
+                .authority()
+                .context("--url needs a host and port")?
+                .as_str()
+                .to_owned(),
+            uri,
+            auth: format!("Bearer {}", self.key),
+        };
+        let target = Arc::new(target);
+        let mut queues = Vec::with_capacity(self.connections);
+        let mut workers = Vec::with_capacity(self.connections);
         for _ in 0..self.connections {
-            let (client, endpoint, auth, rx) = (
-                client.clone(),
-                endpoint.clone(),
-                auth.clone(),
-                Arc::clone(&rx),
-            );
-            let marker = self.marker;
-            workers.push(tokio::spawn(async move {
-                let mut t = Totals::default();
-                loop {
-                    let next = rx.lock().await.recv().await;
-                    let Some((due, body)) = next else {
-                        break;
-                    };
-                    let answer = client
-                        .post(&endpoint)
-                        .header(reqwest::header::AUTHORIZATION, &auth)
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(body)
-                        .send()
-                        .await;
-                    match answer {
-                        Ok(r) if r.status().is_success() => {
-                            let text = r.bytes().await.unwrap_or_default();
-                            t.latencies.push(due.elapsed());
-                            if text.windows(marker.len()).any(|w| w == marker) {
-                                t.marked += 1;
-                            }
-                        }
-                        Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => t.not_found += 1,
-                        _ => t.errors += 1,
-                    }
-                }
-                t
-            }));
+            let sender = target.connect().await?;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Released>();
+            queues.push(tx);
+            workers.push(tokio::spawn(send_queue(
+                Arc::clone(&target),
+                sender,
+                rx,
+                self.marker,
+            )));
         }
         let started = Instant::now();
         let interval_ns = 1_000_000_000 / self.rate;
-        for i in 0..self.total {
-            let due = started + Duration::from_nanos(i * interval_ns);
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lags = Vec::with_capacity(usize::try_from(self.total).unwrap_or(0));
+        let mut i = 0u64;
+        while i < self.total {
+            ticker.tick().await;
             let now = Instant::now();
-            if due > now {
-                tokio::time::sleep(due - now).await;
-            }
-            if tx.send((due, body(i))).await.is_err() {
-                break;
+            let elapsed = u64::try_from((now - started).as_nanos()).unwrap_or(u64::MAX);
+            let due = (elapsed / interval_ns + 1).min(self.total);
+            while i < due {
+                lags.push(now - (started + Duration::from_nanos(i * interval_ns)));
+                let q = &queues[usize::try_from(i).unwrap_or(0) % queues.len()];
+                if q.send((now, body(i).into())).is_err() {
+                    bail!("a load connection stopped");
+                }
+                i += 1;
             }
         }
-        drop(tx);
+        drop(queues);
         let mut out = Totals::default();
         for w in workers {
             let t = w.await.context("a load worker")?;
             out.latencies.extend(t.latencies);
+            out.marked_latencies.extend(t.marked_latencies);
             out.errors += t.errors;
             out.not_found += t.not_found;
             out.marked += t.marked;
         }
         out.elapsed = started.elapsed();
+        out.release_lags = lags;
         Ok(out)
     }
+}
+
+/// Where a load client sends: the address, the full URI and the authorization header.
+struct Target {
+    addr: String,
+    uri: hyper::Uri,
+    auth: String,
+}
+
+impl Target {
+    /// A new keep-alive connection, its driver spawned on the current runtime.
+    async fn connect(&self) -> anyhow::Result<Sender> {
+        let stream = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .with_context(|| format!("connecting to {}", self.addr))?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    /// Sends one request and reads its whole answer: status and body.
+    async fn send(
+        &self,
+        sender: &mut Sender,
+        body: bytes::Bytes,
+    ) -> anyhow::Result<(hyper::StatusCode, bytes::Bytes)> {
+        use http_body_util::BodyExt;
+        sender.ready().await?;
+        let request = hyper::Request::post(&self.uri)
+            .header(hyper::header::HOST, &self.addr)
+            .header(hyper::header::AUTHORIZATION, &self.auth)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(body))?;
+        let answer = sender.send_request(request).await?;
+        let status = answer.status();
+        let body = answer.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// Sends one connection's queue in order; a broken connection is counted as an error and
+/// replaced before the next request.
+async fn send_queue(
+    target: Arc<Target>,
+    mut sender: Sender,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Released>,
+    marker: &'static [u8],
+) -> Totals {
+    let mut t = Totals::default();
+    let mut broken = false;
+    while let Some((released, body)) = queue.recv().await {
+        if broken {
+            match target.connect().await {
+                Ok(s) => {
+                    sender = s;
+                    broken = false;
+                }
+                Err(_) => {
+                    t.errors += 1;
+                    continue;
+                }
+            }
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, target.send(&mut sender, body)).await {
+            Ok(Ok((status, text))) if status.is_success() => {
+                let latency = released.elapsed();
+                t.latencies.push(latency);
+                if text.windows(marker.len()).any(|w| w == marker) {
+                    t.marked += 1;
+                    t.marked_latencies.push(latency);
+                }
+            }
+            Ok(Ok((status, _))) if status == hyper::StatusCode::NOT_FOUND => t.not_found += 1,
+            Ok(Ok(_)) => t.errors += 1,
+            Ok(Err(_)) | Err(_) => {
+                t.errors += 1;
+                broken = true;
+            }
+        }
+    }
+    t
 }
 
 async fn send_all(args: &CheckloadArgs, mut picker: Picker, total: u64) -> anyhow::Result<Totals> {
@@ -448,13 +576,17 @@ mod tests {
             not_found: 2,
             marked: 3,
             elapsed: Duration::from_secs(2),
+            release_lags: vec![Duration::from_micros(500), Duration::from_micros(100)],
+            marked_latencies: vec![Duration::from_millis(3)],
         };
         let r = totals.report();
         assert_eq!((r.answered, r.errors, r.not_found, r.marked), (4, 1, 2, 3));
         assert_eq!(
             r.summary("checks", 5),
-            "4 checks in 2.0 s (2/s, target 5/s): p50 2.000 ms, p99 4.000 ms, p999 4.000 ms, max 4.000 ms"
+            "4 checks in 2.0 s (2/s, target 5/s): p50 2.000 ms, p99 4.000 ms, p999 4.000 ms, max 4.000 ms; released late by p99 0.500 ms, max 0.500 ms"
         );
         assert_eq!(r.latency_ms_json()["max"], serde_json::json!(4.0));
+        assert_eq!(r.latency_ms_json()["marked_p99"], serde_json::json!(3.0));
+        assert_eq!(r.latency_ms_json()["unmarked_p99"], serde_json::json!(4.0));
     }
 }

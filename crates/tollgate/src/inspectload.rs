@@ -350,6 +350,7 @@ pub fn run(args: InspectloadArgs) -> anyhow::Result<ExitCode> {
             "decisions_per_second": r.per_second,
             "target_rate": args.rate,
             "latency_ms": r.latency_ms_json(),
+            "release_lag_ms": r.release_lag_ms_json(),
         });
         println!("{out}");
     } else {

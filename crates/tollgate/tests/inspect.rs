@@ -589,26 +589,38 @@ fn flags_and_blocks_are_recorded_and_metered() {
         out
     };
     let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
-    assert_eq!(
-        table("blocked-by-rule", "rule"),
-        [
+    // A decision is answered once its event is durable, and counted in usage a moment later
+    // (when the apply thread has folded it in): wait for that moment, within a bound.
+    let settled = |meter: &str, dim: &str, want: &[((String, String), i128)]| {
+        let want: std::collections::BTreeMap<_, _> = want.iter().cloned().collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let got = table(meter, dim);
+            if got == want || std::time::Instant::now() > deadline {
+                assert_eq!(got, want, "{meter} by {dim}");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    settled(
+        "blocked-by-rule",
+        "rule",
+        &[
             (s("cus_a", "blk-admin"), 1),
             (s("cus_a", "blk-bad"), 2),
             (s("cus_owner", "blk-bad"), 1),
             (s("unattributed", "blk-bad"), 1),
-        ]
-        .into_iter()
-        .collect()
+        ],
     );
-    assert_eq!(
-        table("flagged-bytes", "category"),
-        [
+    settled(
+        "flagged-bytes",
+        "category",
+        &[
             (s("cus_a", "gambling"), 100 + 50 + 1000),
             (s("cus_a", "generic"), 7),
             (s("cus_owner", "gambling"), 5),
-        ]
-        .into_iter()
-        .collect()
+        ],
     );
 }
 

@@ -299,7 +299,12 @@ pub(crate) async fn decide(
         .to_event();
         if let Some(text) = text {
             let len = text.len();
-            let batch = state.engine.prepare(text, vec![(0, 0..len)]);
+            // Answered once durable: the decision does not read usage, so it need not wait for
+            // the event to be folded into the rollups too.
+            let batch = state
+                .engine
+                .prepare(text, vec![(0, 0..len)])
+                .answer_when_durable();
             let outcome = state.engine.try_submit(batch)?.outcome().await?;
             let verdict = if outcome.accepted == 1 {
                 "accepted"
