@@ -1,6 +1,7 @@
 //! One meter's usage, sharded by subject so that readers never hold up the writer for long.
 //!
-//! A query locks one shard at a time (a sixteenth of the subjects), and the apply thread
+//! A query locks one shard at a time per thread (a sixteenth of the subjects; a query over
+//! every subject reads on one thread per core, up to `QUERY_THREADS_MAX`), and the apply thread
 //! folds a group into one shard at a time, so a long query over every customer delays ingest
 //! by at most one shard's share of it. Each customer's rows come from one shard under one
 //! lock, so they are consistent with some commit; two customers may be read a commit apart.
@@ -81,20 +82,65 @@ impl MeterUsage {
             Some(s) => vec![&self.shards[shard_of(s.as_str())]],
             None => self.shards.iter().collect(),
         };
+        // A query over every subject reads the shards on as many threads as there are cores
+        // (each shard still under its own read lock, one at a time per thread).
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(QUERY_THREADS_MAX)
+            .min(shards.len());
+        let per_thread = shards.len().div_ceil(threads.max(1));
+        let answers: Vec<Result<Vec<Vec<UsageRow>>, UsageError>> = if threads > 1 {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = shards
+                    .chunks(per_thread)
+                    .map(|chunk| scope.spawn(move || query_shards(chunk, q)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        } else {
+            vec![query_shards(&shards, q)]
+        };
         let mut parts: Vec<std::vec::IntoIter<UsageRow>> = Vec::with_capacity(shards.len());
         let mut total = 0usize;
-        for shard in shards {
-            let part = shard.read().query(q)?;
-            total += part.len();
-            if total > USAGE_ROWS_MAX {
-                return Err(UsageError::TooManyRows {
-                    max: USAGE_ROWS_MAX,
-                });
+        for answer in answers {
+            for part in answer? {
+                total += part.len();
+                parts.push(part.into_iter());
             }
-            parts.push(part.into_iter());
+        }
+        if total > USAGE_ROWS_MAX {
+            return Err(UsageError::TooManyRows {
+                max: USAGE_ROWS_MAX,
+            });
         }
         Ok(merge_by_subject(parts, total))
     }
+}
+
+/// Most threads one usage query reads shards on.
+const QUERY_THREADS_MAX: usize = 4;
+
+/// Each shard's answer, stopping as soon as these shards alone pass `USAGE_ROWS_MAX`.
+fn query_shards(
+    shards: &[&RwLock<Rollup>],
+    q: &UsageQuery,
+) -> Result<Vec<Vec<UsageRow>>, UsageError> {
+    let mut parts = Vec::with_capacity(shards.len());
+    let mut total = 0usize;
+    for shard in shards {
+        let part = shard.read().query(q)?;
+        total += part.len();
+        if total > USAGE_ROWS_MAX {
+            return Err(UsageError::TooManyRows {
+                max: USAGE_ROWS_MAX,
+            });
+        }
+        parts.push(part);
+    }
+    Ok(parts)
 }
 
 /// Merges shards' answers, each ordered by subject with every subject in one shard only, into

@@ -181,22 +181,6 @@ pub fn meter_response(info: &MeterInfo) -> MeterResponse {
     }
 }
 
-/// Usage rows as response bodies. Window boundaries repeat for every subject, so each is
-/// formatted once.
-pub fn usage_rows(rows: Vec<UsageRow>) -> Vec<UsageRowBody> {
-    let mut texts: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
-    let mut text = |t: UnixMs| texts.entry(t.0).or_insert_with(|| time_text(t)).clone();
-    rows.into_iter()
-        .map(|row| UsageRowBody {
-            window_start: text(row.window_start),
-            window_end: text(row.window_end),
-            subject: row.subject,
-            group: row.group,
-            value: row.value.normalize().to_string(),
-        })
-        .collect()
-}
-
 /// A usage row as a response body.
 pub fn usage_row(row: UsageRow) -> UsageRowBody {
     UsageRowBody {
