@@ -182,9 +182,18 @@ pub(crate) async fn query(
         })
     })
     .await?;
+    let length: usize = body.iter().map(bytes::Bytes::len).sum();
+    let stream =
+        futures_util::stream::iter(body.into_iter().map(Ok::<_, std::convert::Infallible>));
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json".to_owned(),
+            ),
+            (axum::http::header::CONTENT_LENGTH, length.to_string()),
+        ],
+        axum::body::Body::from_stream(stream),
     ))
 }
 
@@ -205,15 +214,25 @@ struct RowJson<'a> {
     value: rust_decimal::Decimal,
 }
 
+/// `d` normalized, as its exact decimal text (a whole number without `Display`'s machinery).
 fn decimal_text<S: serde::Serializer>(d: &rust_decimal::Decimal, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&d.normalize())
+    let d = d.normalize();
+    if d.scale() == 0 {
+        s.serialize_str(itoa::Buffer::new().format(d.mantissa()))
+    } else {
+        s.collect_str(&d)
+    }
 }
 
-/// `head` (a [`UsageResponse`] with no rows) with `rows` as its `data`, as JSON bytes: the
-/// same bytes as serialising the full `UsageResponse`, written without building a body per
-/// row, with each window's text formatted once, and on several threads for a large answer
-/// (each writes a run of rows; the runs are joined in order).
-fn usage_json(head: &UsageResponse, rows: &[UsageRow]) -> Result<Vec<u8>, serde_json::Error> {
+/// `head` (a [`UsageResponse`] with no rows) with `rows` as its `data`, as JSON in chunks
+/// whose concatenation is the same bytes as serialising the full `UsageResponse`. Written
+/// without building a body per row, with each window's text formatted once, and on several
+/// threads for a large answer (each writes a run of rows; the runs are sent in order, never
+/// copied into one buffer).
+fn usage_json(
+    head: &UsageResponse,
+    rows: &[UsageRow],
+) -> Result<Vec<bytes::Bytes>, serde_json::Error> {
     let mut texts: rustc_hash::FxHashMap<i64, String> = rustc_hash::FxHashMap::default();
     for row in rows {
         for t in [row.window_start, row.window_end] {
@@ -263,17 +282,18 @@ fn usage_json(head: &UsageResponse, rows: &[UsageRow]) -> Result<Vec<u8>, serde_
         vec![write_run(rows)?]
     };
     // The head ends in `"data":[]}`: the rows go between the brackets.
-    let mut out = serde_json::to_vec(head)?;
-    let closing = out.split_off(out.len() - 2);
-    out.reserve(runs.iter().map(|r| r.len() + 1).sum::<usize>() + closing.len());
-    for (i, run) in runs.iter().enumerate() {
+    let mut open = serde_json::to_vec(head)?;
+    let closing = open.split_off(open.len() - 2);
+    let mut chunks = Vec::with_capacity(runs.len() * 2 + 2);
+    chunks.push(bytes::Bytes::from(open));
+    for (i, run) in runs.into_iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            chunks.push(bytes::Bytes::from_static(b","));
         }
-        out.extend_from_slice(run);
+        chunks.push(bytes::Bytes::from(run));
     }
-    out.extend_from_slice(&closing);
-    Ok(out)
+    chunks.push(bytes::Bytes::from(closing));
+    Ok(chunks)
 }
 
 #[cfg(test)]
@@ -299,7 +319,15 @@ mod tests {
                         .into_iter()
                         .collect()
                     },
-                    value: rust_decimal::Decimal::new(i64::try_from(i).unwrap_or(0) * 10 + 5, 1),
+                    value: {
+                        let i = i64::try_from(i).unwrap_or(0);
+                        match i % 4 {
+                            0 => rust_decimal::Decimal::new(i * 1000, 3),
+                            1 => rust_decimal::Decimal::new(-i, 2),
+                            2 => rust_decimal::Decimal::new(i * 10 + 5, 1),
+                            _ => rust_decimal::Decimal::new(i64::MAX - i, 0),
+                        }
+                    },
                 })
                 .collect();
             let head = UsageResponse {
@@ -315,7 +343,7 @@ mod tests {
                 ..head.clone_head()
             };
             let want = serde_json::to_vec(&full).unwrap_or_default();
-            let got = usage_json(&head, &rows).unwrap_or_default();
+            let got: Vec<u8> = usage_json(&head, &rows).unwrap_or_default().concat();
             assert_eq!(
                 String::from_utf8_lossy(&got),
                 String::from_utf8_lossy(&want),

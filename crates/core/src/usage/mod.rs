@@ -447,10 +447,27 @@ impl Rollup {
         plan: &QueryPlan<'_>,
     ) -> Result<Vec<UsageRow>, UsageError> {
         let mut rows = Vec::new();
+        // Without kept dimensions every group of a subject folds into one row per window: one
+        // accumulator vector, reused, instead of a map keyed by the projected group.
+        let mut merged: Vec<Option<C>> = Vec::new();
         for subject_id in &plan.subject_ids {
             let Some(group_ids) = self.groups_of_subject.get(subject_id) else {
                 continue;
             };
+            let subject = self.subjects.name(*subject_id);
+            if plan.keep.is_empty() {
+                merged.clear();
+                merged.resize(plan.windows.len(), None);
+                for group_id in group_ids {
+                    if let Some(series) = store.get(&(*subject_id, *group_id)) {
+                        series.fold_windows(&plan.minutes, &mut merged);
+                    }
+                }
+                push_rows(&mut rows, subject, &plan.windows, merged.drain(..), || {
+                    BTreeMap::new()
+                })?;
+                continue;
+            }
             // Projected group key → one accumulator per window, in key order.
             let mut projected: BTreeMap<Vec<Option<&str>>, Vec<Option<C>>> = BTreeMap::new();
             for group_id in group_ids {
@@ -468,33 +485,45 @@ impl Rollup {
                     .or_insert_with(|| vec![None; plan.windows.len()]);
                 series.fold_windows(&plan.minutes, accs);
             }
-            let subject = self.subjects.name(*subject_id);
             for (key, accs) in projected {
-                for ((start, end), acc) in plan.windows.iter().zip(accs) {
-                    let Some(acc) = acc else { continue };
-                    if rows.len() >= USAGE_ROWS_MAX {
-                        return Err(UsageError::TooManyRows {
-                            max: USAGE_ROWS_MAX,
-                        });
-                    }
-                    let group = plan
-                        .keep
+                push_rows(&mut rows, subject, &plan.windows, accs.into_iter(), || {
+                    plan.keep
                         .iter()
                         .zip(&key)
                         .map(|(i, v)| (plan.names[*i].to_owned(), v.map(str::to_owned)))
-                        .collect();
-                    rows.push(UsageRow {
-                        subject: subject.to_owned(),
-                        window_start: *start,
-                        window_end: *end,
-                        group,
-                        value: acc.to_state().value(),
-                    });
-                }
+                        .collect()
+                })?;
             }
         }
         Ok(rows)
     }
+}
+
+/// One row per window with data for `subject`, each with the group `group()` makes; refuses
+/// to pass `USAGE_ROWS_MAX` rows.
+fn push_rows<C: Cell>(
+    rows: &mut Vec<UsageRow>,
+    subject: &str,
+    windows: &[(UnixMs, UnixMs)],
+    accs: impl Iterator<Item = Option<C>>,
+    group: impl Fn() -> BTreeMap<String, Option<String>>,
+) -> Result<(), UsageError> {
+    for ((start, end), acc) in windows.iter().zip(accs) {
+        let Some(acc) = acc else { continue };
+        if rows.len() >= USAGE_ROWS_MAX {
+            return Err(UsageError::TooManyRows {
+                max: USAGE_ROWS_MAX,
+            });
+        }
+        rows.push(UsageRow {
+            subject: subject.to_owned(),
+            window_start: *start,
+            window_end: *end,
+            group: group(),
+            value: acc.to_state().value(),
+        });
+    }
+    Ok(())
 }
 
 /// The dimension values of a group key written by [`Rollup::apply`].
