@@ -84,10 +84,11 @@ impl MeterUsage {
         };
         // A query over every subject reads the shards on as many threads as there are cores
         // (each shard still under its own read lock, one at a time per thread).
-        let threads = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .min(QUERY_THREADS_MAX)
-            .min(shards.len());
+        let threads = if shards.len() > 1 {
+            cores().min(QUERY_THREADS_MAX).min(shards.len())
+        } else {
+            1
+        };
         let per_thread = shards.len().div_ceil(threads.max(1));
         let answers: Vec<Result<Vec<Vec<UsageRow>>, UsageError>> = if threads > 1 {
             std::thread::scope(|scope| {
@@ -118,6 +119,14 @@ impl MeterUsage {
         }
         Ok(merge_by_subject(parts, total))
     }
+}
+
+/// The cores this process may use, read once: `available_parallelism` reads cgroup files on
+/// every call (tens of µs), which a one-customer query must not pay.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES
+        .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
 }
 
 /// Most threads one usage query reads shards on.

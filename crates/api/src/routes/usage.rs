@@ -261,8 +261,7 @@ fn usage_json(
         }
         Ok(out)
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
+    let threads = tollgate_store::usage::cores()
         .min(JSON_THREADS_MAX)
         .min(rows.len() / JSON_ROWS_PER_THREAD_MIN)
         .max(1);
