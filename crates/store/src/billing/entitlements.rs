@@ -5,8 +5,9 @@
 //! resolved grants (plan version of the running subscription + overrides) and current billing
 //! period, reloaded when the billing store's generation changes (a write to customers, plan
 //! versions, subscriptions or overrides; invoice and alert writes leave it alone) or the cached
-//! view expires (its period ends, or after [`VIEW_TTL_MS`], so phase changes and trial ends
-//! scheduled in the past are picked up). Usage comes straight from the engine's rollups and
+//! view expires (its period ends, or after between half and all of [`VIEW_TTL_MS`], spread by
+//! customer so that views loaded together do not all expire together, so phase changes and
+//! trial ends scheduled in the past are picked up). Usage comes straight from the engine's rollups and
 //! the session gauge, which the apply thread updates before an ingest answer is sent: an event
 //! is visible to checks as soon as its batch is acknowledged. Does not own: the decision
 //! (`tollgate_core::entitlement::decide`).
@@ -32,6 +33,15 @@ use crate::engine::QueryError;
 
 /// Longest a cached view of a customer's grants is used before it is reloaded (ms).
 pub const VIEW_TTL_MS: i64 = 60_000;
+
+/// How long `customer`'s view lives: between half and all of [`VIEW_TTL_MS`], fixed per
+/// customer (a hash of the key), so the views of many customers loaded in the same second
+/// (after a restart or a plan change) are reloaded spread over half a minute, not at once.
+fn view_ttl_ms(customer: &CustomerKey) -> i64 {
+    let half = VIEW_TTL_MS / 2;
+    let spread = xxhash_rust::xxh3::xxh3_64(customer.as_str().as_bytes()) % half.unsigned_abs();
+    half + i64::try_from(spread).unwrap_or(0)
+}
 
 impl BillingStore {
     /// Sets (creates or replaces) a customer's override of one feature.
@@ -265,15 +275,16 @@ impl Checker {
         {
             return Ok(Arc::clone(v));
         }
+        let ttl = view_ttl_ms(customer);
         let view = match billing.grants_at(customer, now) {
             Ok((cust, grants, billing_period)) => {
                 let month_end =
                     entitlement::period_of(LimitPeriod::Month, now, cust.time_zone.tz(), None)
-                        .map_or(UnixMs(now.0 + VIEW_TTL_MS), |p| p.end);
+                        .map_or(UnixMs(now.0 + ttl), |p| p.end);
                 let period_end = billing_period.map_or(month_end, |p| p.end.min(month_end));
                 CustomerView {
                     generation,
-                    expires: UnixMs((now.0 + VIEW_TTL_MS).min(period_end.0)),
+                    expires: UnixMs((now.0 + ttl).min(period_end.0)),
                     found: Some(Found {
                         zone: cust.time_zone,
                         grants,
@@ -285,7 +296,7 @@ impl Checker {
                 what: "customer", ..
             }) => CustomerView {
                 generation,
-                expires: UnixMs(now.0 + VIEW_TTL_MS),
+                expires: UnixMs(now.0 + ttl),
                 found: None,
             },
             Err(e) => return Err(e),
