@@ -3,8 +3,9 @@
 //!
 //! Owns: the `entitlement_overrides` table, and [`Checker`]: a cache of each customer's
 //! resolved grants (plan version of the running subscription + overrides) and current billing
-//! period, reloaded when the billing store's generation changes (a write to customers, plan
-//! versions, subscriptions or overrides; invoice and alert writes leave it alone) or the cached
+//! period, reloaded when a write that can change this customer's grants commits (the customer,
+//! its subscriptions or overrides, or any plan version: [`BillingStore::grants_unchanged_since`];
+//! invoice and alert writes, and changes to other customers, leave it alone) or the cached
 //! view expires (its period ends, or after between half and all of [`VIEW_TTL_MS`], spread by
 //! customer so that views loaded together do not all expire together, so phase changes and
 //! trial ends scheduled in the past are picked up). Usage comes straight from the engine's rollups and
@@ -55,7 +56,7 @@ impl BillingStore {
             .grant
             .validate()
             .map_err(tollgate_core::billing::BillingError::from)?;
-        self.write_grants(|tx| {
+        self.write_grants(Some(customer), |tx| {
             customer_in(tx, customer)?;
             let count: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM entitlement_overrides WHERE customer = ?1 AND feature != ?2",
@@ -91,7 +92,7 @@ impl BillingStore {
         customer: &CustomerKey,
         feature: &FeatureKey,
     ) -> Result<(), BillingStoreError> {
-        self.write_grants(|tx| {
+        self.write_grants(Some(customer), |tx| {
             let n = tx.execute(
                 "DELETE FROM entitlement_overrides WHERE customer = ?1 AND feature = ?2",
                 params![customer.as_str(), feature.as_str()],
@@ -270,7 +271,7 @@ impl Checker {
     ) -> Result<Arc<CustomerView>, BillingStoreError> {
         let generation = billing.generation();
         if let Some(v) = self.views.read().get(customer)
-            && v.generation == generation
+            && billing.grants_unchanged_since(customer, v.generation)
             && now < v.expires
         {
             return Ok(Arc::clone(v));

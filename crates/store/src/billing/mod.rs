@@ -201,11 +201,23 @@ pub struct InvoiceFilter {
     pub limit: usize,
 }
 
+/// The last generation that changed every customer's grants, and each customer's own.
+#[derive(Default)]
+struct GrantChanges {
+    everyone: u64,
+    by_customer: rustc_hash::FxHashMap<CustomerKey, u64>,
+}
+
 /// Access to the billing tables of a data directory.
 pub struct BillingStore {
     conn: Mutex<Connection>,
-    /// Counts committed writes, so caches of billing state (entitlements) know when to reload.
+    /// Counts committed writes that can change grants, so caches of billing state
+    /// (entitlements) know when to reload.
     generation: std::sync::atomic::AtomicU64,
+    /// Which generation last changed what every customer is granted (a plan version), and
+    /// which last changed each customer's own (customer, subscriptions, overrides): a change
+    /// to one customer leaves the other customers' cached views valid.
+    grant_changes: parking_lot::RwLock<GrantChanges>,
     /// Held for the whole of an invoice run, so two runs never decide on the same state.
     run_lock: Mutex<()>,
     checkpointer: Checkpointer,
@@ -319,6 +331,7 @@ impl BillingStore {
         Ok(BillingStore {
             conn: Mutex::new(conn),
             generation: std::sync::atomic::AtomicU64::new(0),
+            grant_changes: parking_lot::RwLock::default(),
             run_lock: Mutex::new(()),
             checkpointer,
         })
@@ -340,21 +353,50 @@ impl BillingStore {
     }
 
     /// [`Self::write`] for changes that can change what a customer is granted (customers,
-    /// plan versions, subscriptions, overrides): bumps the generation after the commit, so the
-    /// entitlement checker reloads. Other writes (invoices, alert states) leave its cache alone.
+    /// plan versions, subscriptions, overrides): after the commit, bumps the generation and
+    /// records it as the last change of `scope`'s grants (`None`: every customer's), so the
+    /// entitlement checker reloads what changed. Other writes (invoices, alert states) leave
+    /// its cache alone.
     fn write_grants<T>(
         &self,
+        scope: Option<&CustomerKey>,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, BillingStoreError>,
     ) -> Result<T, BillingStoreError> {
         let out = self.write(f)?;
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.grants_changed(scope);
         Ok(out)
+    }
+
+    /// Bumps the generation and records it as the last change of `scope`'s grants (`None`:
+    /// every customer's). Called after the commit of the change.
+    fn grants_changed(&self, scope: Option<&CustomerKey>) {
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
+        let mut changes = self.grant_changes.write();
+        match scope {
+            Some(customer) => {
+                changes.by_customer.insert(customer.clone(), generation);
+            }
+            None => changes.everyone = generation,
+        }
     }
 
     /// Changes whenever a write that can change grants commits (never goes back).
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether `customer`'s grants are unchanged since `generation` (as read by
+    /// [`Self::generation`] before they were loaded).
+    pub fn grants_unchanged_since(&self, customer: &CustomerKey, generation: u64) -> bool {
+        let changes = self.grant_changes.read();
+        changes.everyone <= generation
+            && changes
+                .by_customer
+                .get(customer)
+                .is_none_or(|g| *g <= generation)
     }
 
     fn read<T>(
@@ -370,7 +412,7 @@ impl BillingStore {
     /// Creates a customer.
     pub fn create_customer(&self, customer: &Customer) -> Result<(), BillingStoreError> {
         customer.validate()?;
-        self.write_grants(|tx| {
+        self.write_grants(Some(&customer.key), |tx| {
             let n = tx.execute(
                 "INSERT INTO customers (key, doc, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
                  ON CONFLICT (key) DO NOTHING",
@@ -397,7 +439,7 @@ impl BillingStore {
         now: UnixMs,
     ) -> Result<(), BillingStoreError> {
         customer.validate()?;
-        self.write_grants(|tx| {
+        self.write_grants(Some(&customer.key), |tx| {
             let n = tx.execute(
                 "UPDATE customers SET doc = ?2, updated_ms = ?3 WHERE key = ?1",
                 params![customer.key.as_str(), to_json(customer)?, now.0],
@@ -477,7 +519,7 @@ impl BillingStore {
         entitlements: Vec<Entitlement>,
         now: UnixMs,
     ) -> Result<PlanVersion, BillingStoreError> {
-        self.write_grants(|tx| {
+        self.write_grants(None, |tx| {
             plan_in(tx, plan)?;
             let last: Option<i64> = tx.query_row(
                 "SELECT MAX(version) FROM plan_versions WHERE plan = ?1",
@@ -555,7 +597,7 @@ impl BillingStore {
 
     /// Creates a subscription. A customer has at most one subscription that has not ended.
     pub fn create_subscription(&self, sub: &Subscription) -> Result<(), BillingStoreError> {
-        self.write_grants(|tx| {
+        self.write_grants(Some(&sub.customer), |tx| {
             customer_in(tx, &sub.customer)?;
             for other in subscriptions_in(tx, Some(&sub.customer))? {
                 let ends = other.ends_at.unwrap_or(UnixMs(i64::MAX));
@@ -593,7 +635,7 @@ impl BillingStore {
         id: &str,
         change: SubscriptionChange,
     ) -> Result<Subscription, BillingStoreError> {
-        self.write_grants(|tx| {
+        let sub = self.write(|tx| {
             let mut sub = subscription_in(tx, id)?;
             sub.apply(change)?;
             tx.execute(
@@ -601,7 +643,9 @@ impl BillingStore {
                 params![id, to_json(&sub)?],
             )?;
             Ok(sub)
-        })
+        })?;
+        self.grants_changed(Some(&sub.customer));
+        Ok(sub)
     }
 
     // ---- invoices ----
