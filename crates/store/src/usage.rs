@@ -89,21 +89,7 @@ impl MeterUsage {
         } else {
             1
         };
-        let per_thread = shards.len().div_ceil(threads.max(1));
-        let answers: Vec<Result<Vec<Vec<UsageRow>>, UsageError>> = if threads > 1 {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = shards
-                    .chunks(per_thread)
-                    .map(|chunk| scope.spawn(move || query_shards(chunk, q)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
-            })
-        } else {
-            vec![query_shards(&shards, q)]
-        };
+        let answers = in_parallel(&shards, threads, |chunk| query_shards(chunk, q));
         let mut parts: Vec<std::vec::IntoIter<UsageRow>> = Vec::with_capacity(shards.len());
         let mut total = 0usize;
         for answer in answers {
@@ -127,6 +113,29 @@ pub fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES
         .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+}
+
+/// `f` of each of `threads` runs of `items` (in order), each run on a thread of its own when
+/// there is more than one; a panic in a run is raised again here.
+pub fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&[T]) -> R + Sync,
+) -> Vec<R> {
+    if threads <= 1 || items.len() <= 1 {
+        return vec![f(items)];
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|run| scope.spawn(move || f(run)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// Most threads one usage query reads shards on.

@@ -265,21 +265,9 @@ fn usage_json(
         .min(JSON_THREADS_MAX)
         .min(rows.len() / JSON_ROWS_PER_THREAD_MIN)
         .max(1);
-    let runs: Vec<Vec<u8>> = if threads > 1 {
-        let per_thread = rows.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = rows
-                .chunks(per_thread)
-                .map(|run| scope.spawn(move || write_run(run)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect::<Result<_, _>>()
-        })?
-    } else {
-        vec![write_run(rows)?]
-    };
+    let runs = tollgate_store::usage::in_parallel(rows, threads, write_run)
+        .into_iter()
+        .collect::<Result<Vec<Vec<u8>>, _>>()?;
     // The head ends in `"data":[]}`: the rows go between the brackets.
     let mut open = serde_json::to_vec(head)?;
     let closing = open.split_off(open.len() - 2);
