@@ -17,6 +17,9 @@ use crate::cli::{StoreArgs, SystemClock};
 
 /// Default listen address.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
+/// How often entitlement views are loaded in the background (ms): how soon after a write, or
+/// after start, a customer's next check finds its view already loaded.
+const GRANT_LOAD_EVERY_MS: u64 = 50;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -307,6 +310,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             crate::orb_worker::spawn(Arc::clone(&state), config, pulls);
         }
         tokio::spawn(reload_on_sighup(Arc::clone(&state)));
+        tokio::spawn(grant_loader(Arc::clone(&state)));
         if invoice_every_ms > 0 {
             tokio::spawn(invoice_scheduler(Arc::clone(&state), invoice_every_ms));
         }
@@ -389,6 +393,35 @@ async fn alert_scheduler(state: Arc<AppState>, every_ms: i64) {
             }
             Ok(Err(e)) => tracing::error!(code = e.code, "alert evaluation failed: {}", e.message),
             Err(e) => tracing::error!("alert evaluation panicked: {e}"),
+        }
+    }
+}
+
+/// Loads entitlement views in the background ([`Checker::refresh`]): every customer's at
+/// start, then those a write changed and those due for their periodic reload, so checks
+/// rarely read the database themselves. Errors are logged and retried at the next tick.
+async fn grant_loader(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(GRANT_LOAD_EVERY_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = Arc::clone(&state);
+        let pass = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            st.checker
+                .refresh(&st.billing, st.engine.now())
+                .map(|r| (r, started.elapsed()))
+        });
+        match pass.await {
+            Ok(Ok((r, took))) if r.changed + r.expired > 0 => tracing::debug!(
+                changed = r.changed,
+                expired = r.expired,
+                ms = took.as_millis(),
+                "entitlement views loaded"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "loading entitlement views failed; retrying"),
+            Err(e) => tracing::error!("loading entitlement views panicked: {e}"),
         }
     }
 }

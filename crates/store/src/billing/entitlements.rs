@@ -3,20 +3,23 @@
 //!
 //! Owns: the `entitlement_overrides` table, and [`Checker`]: a cache of each customer's
 //! resolved grants (plan version of the running subscription + overrides) and current billing
-//! period, reloaded when a write that can change this customer's grants commits (the customer,
-//! its subscriptions or overrides, or any plan version: [`BillingStore::grants_unchanged_since`];
-//! invoice and alert writes, and changes to other customers, leave it alone) or the cached
-//! view expires (its period ends, or after between half and all of [`VIEW_TTL_MS`], spread by
-//! customer so that views loaded together do not all expire together, so phase changes and
-//! trial ends scheduled in the past are picked up). Usage comes straight from the engine's rollups and
+//! period. A view is reloaded before use when a write that can change this customer's grants
+//! committed (the customer, its subscriptions or overrides, or any plan version:
+//! [`BillingStore::grants_unchanged_since`]; invoice and alert writes, and changes to other
+//! customers, leave it alone) or it expired (its period ended, or a scheduled phase or end of
+//! a subscription took effect). [`Checker::refresh`], run in the background by the server,
+//! loads views before checks need them: every customer at start, each customer a write
+//! changed, and views older than between half and all of [`VIEW_TTL_MS`] (spread by customer),
+//! which catches changes made by another process. Usage comes straight from the engine's rollups and
 //! the session gauge, which the apply thread updates before an ingest answer is sent: an event
 //! is visible to checks as soon as its batch is acknowledged. Does not own: the decision
 //! (`tollgate_core::entitlement::decide`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use jiff::tz::TimeZone;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rusqlite::params;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -28,11 +31,14 @@ use tollgate_core::limits::ENTITLEMENTS_MAX;
 use tollgate_core::time::UnixMs;
 use tollgate_core::usage::UsageQuery;
 
-use super::{BillingStore, BillingStoreError, customer_in, from_json, not_found, to_json};
+use super::{
+    BillingStore, BillingStoreError, GrantChangesAfter, customer_in, from_json, not_found, to_json,
+};
 use crate::Engine;
 use crate::engine::QueryError;
 
-/// Longest a cached view of a customer's grants is used before it is reloaded (ms).
+/// Longest a cached view of a customer's grants is used before it is reloaded in the
+/// background (ms).
 pub const VIEW_TTL_MS: i64 = 60_000;
 
 /// How long `customer`'s view lives: between half and all of [`VIEW_TTL_MS`], fixed per
@@ -112,32 +118,63 @@ impl BillingStore {
         self.read(|c| overrides_in(c, customer))
     }
 
-    /// What a customer is granted at `now`, and the current billing period of its running
-    /// subscription (if any).
+    /// What a customer is granted at `now`, the current billing period of its running
+    /// subscription (if any), and when a scheduled change next alters the grants.
     pub fn grants_at(
         &self,
         customer: &CustomerKey,
         now: UnixMs,
-    ) -> Result<(Customer, Resolved, Option<Period>), BillingStoreError> {
+    ) -> Result<GrantsAt, BillingStoreError> {
         self.read(|c| {
             let cust = customer_in(c, customer)?;
             let overrides = overrides_in(c, customer)?;
             let subs = super::subscriptions_in(c, Some(customer))?;
+            let next_change = subs.iter().filter_map(|s| next_change_of(s, now)).min();
             let running = subs.iter().find_map(|s| s.phase_at(now).map(|p| (s, p)));
             let Some((sub, phase)) = running else {
-                return Ok((cust, entitlement::resolve(&[], &overrides), None));
+                return Ok(GrantsAt {
+                    customer: cust,
+                    grants: entitlement::resolve(&[], &overrides),
+                    billing: None,
+                    next_change,
+                });
             };
             let version = super::plan_version_in(c, &phase.plan, phase.version)?;
             let first = sub.phases.first().map_or(&phase.plan, |p| &p.plan);
             let interval = super::plan_in(c, first)?.interval;
             let period = Cycle::new(&cust, interval).period_containing(now)?;
-            Ok((
-                cust,
-                entitlement::resolve(&version.entitlements, &overrides),
-                Some(period),
-            ))
+            Ok(GrantsAt {
+                customer: cust,
+                grants: entitlement::resolve(&version.entitlements, &overrides),
+                billing: Some(period),
+                next_change,
+            })
         })
     }
+}
+
+/// What [`BillingStore::grants_at`] read.
+#[derive(Clone, Debug)]
+pub struct GrantsAt {
+    /// The customer.
+    pub customer: Customer,
+    /// Its grants: the running phase's plan version, then its overrides.
+    pub grants: Resolved,
+    /// The current billing period of its running subscription (if any).
+    pub billing: Option<Period>,
+    /// The first instant after `now` at which a subscription's phase starts or a subscription
+    /// ends, so the grants change without any write (`None`: nothing scheduled).
+    pub next_change: Option<UnixMs>,
+}
+
+/// When `sub` next changes what it grants after `now`: a phase starting or the end.
+fn next_change_of(sub: &tollgate_core::billing::Subscription, now: UnixMs) -> Option<UnixMs> {
+    sub.phases
+        .iter()
+        .map(|p| p.start)
+        .chain(sub.ends_at)
+        .filter(|t| *t > now)
+        .min()
 }
 
 fn overrides_in(
@@ -160,8 +197,14 @@ fn overrides_in(
 pub struct CustomerView {
     /// The billing store generation it was loaded at.
     generation: u64,
-    /// Reload after this instant.
+    /// Reload before use from this instant: its billing or calendar period ends, or a
+    /// scheduled phase or end of a subscription changes the grants.
     expires: UnixMs,
+    /// From this instant the view is still used, and reloaded in the background (it catches
+    /// changes no generation counts, such as another process writing the database).
+    refresh_after: UnixMs,
+    /// Set once the view is queued for its background reload.
+    refresh_queued: AtomicBool,
     /// `None` when no such customer exists (cached too, so unknown keys stay cheap).
     found: Option<Found>,
 }
@@ -247,14 +290,40 @@ pub struct Standing {
 }
 
 /// Answers entitlement checks from memory.
+///
+/// Views are loaded on a check's path only when none is usable (a customer not seen before,
+/// grants changed since, or a period boundary or scheduled change passed). Everything else is
+/// loaded by [`Checker::refresh`], which the server runs in the background: every customer
+/// at start, each customer whose grants a write changed, and views past `refresh_after`.
 #[derive(Default)]
 pub struct Checker {
     views: RwLock<HashMap<CustomerKey, Arc<CustomerView>>>,
+    /// Customers whose views passed `refresh_after`, for the next [`Checker::refresh`].
+    due: Mutex<Vec<CustomerKey>>,
+    /// The billing generation whose grant changes the background loads have taken in
+    /// (`None`: nothing loaded yet; the first refresh loads every customer).
+    loaded_through: Mutex<Option<u64>>,
 }
 
 /// Most customer views kept; past it the cache is emptied and refilled on demand (a crude
 /// bound, reached only by far more distinct customers than one server checks).
 pub const VIEWS_MAX: usize = 1_000_000;
+
+/// Most views waiting for a background reload; past it a view is queued again by a later check.
+const DUE_MAX: usize = 100_000;
+
+/// Customers read per page when every view is loaded.
+const LOAD_PAGE: usize = 500;
+
+/// What one [`Checker::refresh`] loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    /// Views loaded because the customer's grants changed (or, on the first run, every
+    /// customer's).
+    pub changed: usize,
+    /// Views reloaded because they passed `refresh_after`.
+    pub expired: usize,
+}
 
 impl Checker {
     /// An empty checker.
@@ -262,34 +331,60 @@ impl Checker {
         Checker::default()
     }
 
-    /// The customer's cached grants, reloaded when billing changed or the view expired.
+    /// The customer's cached grants; loaded now when none is usable.
     pub fn view(
         &self,
         billing: &BillingStore,
         customer: &CustomerKey,
         now: UnixMs,
     ) -> Result<Arc<CustomerView>, BillingStoreError> {
-        let generation = billing.generation();
         if let Some(v) = self.views.read().get(customer)
             && billing.grants_unchanged_since(customer, v.generation)
             && now < v.expires
         {
+            if now >= v.refresh_after && !v.refresh_queued.swap(true, Ordering::AcqRel) {
+                let mut due = self.due.lock();
+                if due.len() < DUE_MAX {
+                    due.push(customer.clone());
+                } else {
+                    v.refresh_queued.store(false, Ordering::Release);
+                }
+            }
             return Ok(Arc::clone(v));
         }
+        self.load(billing, customer, now)
+    }
+
+    /// Reads the customer's grants and keeps the view (unless a newer one was kept meanwhile).
+    fn load(
+        &self,
+        billing: &BillingStore,
+        customer: &CustomerKey,
+        now: UnixMs,
+    ) -> Result<Arc<CustomerView>, BillingStoreError> {
+        let generation = billing.generation();
         let ttl = view_ttl_ms(customer);
+        let refresh_after = UnixMs(now.0 + ttl);
         let view = match billing.grants_at(customer, now) {
-            Ok((cust, grants, billing_period)) => {
-                let month_end =
-                    entitlement::period_of(LimitPeriod::Month, now, cust.time_zone.tz(), None)
-                        .map_or(UnixMs(now.0 + ttl), |p| p.end);
-                let period_end = billing_period.map_or(month_end, |p| p.end.min(month_end));
+            Ok(at) => {
+                let month_end = entitlement::period_of(
+                    LimitPeriod::Month,
+                    now,
+                    at.customer.time_zone.tz(),
+                    None,
+                )
+                .map_or(refresh_after, |p| p.end);
+                let period_end = at.billing.map_or(month_end, |p| p.end.min(month_end));
+                let expires = at.next_change.map_or(period_end, |t| t.min(period_end));
                 CustomerView {
                     generation,
-                    expires: UnixMs((now.0 + ttl).min(period_end.0)),
+                    expires,
+                    refresh_after,
+                    refresh_queued: AtomicBool::new(false),
                     found: Some(Found {
-                        zone: cust.time_zone,
-                        grants,
-                        billing: billing_period,
+                        zone: at.customer.time_zone,
+                        grants: at.grants,
+                        billing: at.billing,
                     }),
                 }
             }
@@ -297,7 +392,9 @@ impl Checker {
                 what: "customer", ..
             }) => CustomerView {
                 generation,
-                expires: UnixMs(now.0 + ttl),
+                expires: refresh_after,
+                refresh_after,
+                refresh_queued: AtomicBool::new(false),
                 found: None,
             },
             Err(e) => return Err(e),
@@ -307,8 +404,72 @@ impl Checker {
         if views.len() >= VIEWS_MAX {
             views.clear();
         }
-        views.insert(customer.clone(), Arc::clone(&view));
-        Ok(view)
+        match views.get(customer) {
+            Some(kept) if kept.generation > view.generation => Ok(Arc::clone(kept)),
+            _ => {
+                views.insert(customer.clone(), Arc::clone(&view));
+                Ok(view)
+            }
+        }
+    }
+
+    /// Background loading, off the checks' path: on the first call every customer's view;
+    /// then the views of customers whose grants changed since the last call (every cached
+    /// view after a plan version change), and the views queued past `refresh_after`. A check
+    /// that comes first still loads its view itself, so nothing is ever answered from grants
+    /// older than the last committed write.
+    pub fn refresh(
+        &self,
+        billing: &BillingStore,
+        now: UnixMs,
+    ) -> Result<Refreshed, BillingStoreError> {
+        let mut done = Refreshed::default();
+        let generation = billing.generation();
+        let since = *self.loaded_through.lock();
+        let changed: Vec<CustomerKey> = match since.map(|g| billing.grant_changes_after(g)) {
+            None => {
+                let mut after: Option<String> = None;
+                let mut all = Vec::new();
+                loop {
+                    let page = billing.customers(after.as_deref(), LOAD_PAGE)?;
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.key.to_string());
+                    all.extend(page.into_iter().map(|c| c.key));
+                }
+                all
+            }
+            Some(GrantChangesAfter::Everyone) => self.views.read().keys().cloned().collect(),
+            Some(GrantChangesAfter::Customers(list)) => list,
+        };
+        // A customer that fails to load does not stop the others; the first error is returned
+        // after the pass, and the changes are taken again by the next one.
+        let mut failed: Option<BillingStoreError> = None;
+        for customer in &changed {
+            match self.load(billing, customer, now) {
+                Ok(_) => done.changed += 1,
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if failed.is_none() {
+            *self.loaded_through.lock() = Some(generation);
+        }
+        let due = std::mem::take(&mut *self.due.lock());
+        for customer in &due {
+            match self.load(billing, customer, now) {
+                Ok(_) => done.expired += 1,
+                Err(e) => {
+                    // Queued again by its next check.
+                    if let Some(v) = self.views.read().get(customer) {
+                        v.refresh_queued.store(false, Ordering::Release);
+                    }
+                    failed = failed.or(Some(e));
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
     }
 
     /// Checks whether `customer` may use `amount` more of `feature` now.

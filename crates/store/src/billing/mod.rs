@@ -201,11 +201,28 @@ pub struct InvoiceFilter {
     pub limit: usize,
 }
 
+/// Customer grant changes kept for [`BillingStore::grant_changes_after`]; a reader further
+/// behind than this is told that every customer's grants may have changed.
+pub const GRANT_CHANGE_LOG_MAX: usize = 100_000;
+
 /// The last generation that changed every customer's grants, and each customer's own.
 #[derive(Default)]
 struct GrantChanges {
     everyone: u64,
     by_customer: rustc_hash::FxHashMap<CustomerKey, u64>,
+    /// Customers' changes in generation order (the newest [`GRANT_CHANGE_LOG_MAX`]).
+    log: std::collections::VecDeque<(u64, CustomerKey)>,
+    /// The newest generation dropped from `log`.
+    log_dropped_through: u64,
+}
+
+/// Whose grants changed after a generation (see [`BillingStore::grant_changes_after`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrantChangesAfter {
+    /// Possibly every customer's: a plan version changed, or the change log was passed.
+    Everyone,
+    /// These customers' (each once, in the order of their last change).
+    Customers(Vec<CustomerKey>),
 }
 
 /// Access to the billing tables of a data directory.
@@ -378,9 +395,35 @@ impl BillingStore {
         match scope {
             Some(customer) => {
                 changes.by_customer.insert(customer.clone(), generation);
+                if changes.log.len() >= GRANT_CHANGE_LOG_MAX
+                    && let Some((dropped, _)) = changes.log.pop_front()
+                {
+                    changes.log_dropped_through = dropped;
+                }
+                changes.log.push_back((generation, customer.clone()));
             }
             None => changes.everyone = generation,
         }
+    }
+
+    /// Whose grants changed in writes after `generation` (as read by [`Self::generation`]):
+    /// how the entitlement checker loads changed customers' views in the background, before
+    /// their next check asks.
+    pub fn grant_changes_after(&self, generation: u64) -> GrantChangesAfter {
+        let changes = self.grant_changes.read();
+        if changes.everyone > generation || changes.log_dropped_through > generation {
+            return GrantChangesAfter::Everyone;
+        }
+        let newer = changes.log.partition_point(|(g, _)| *g <= generation);
+        let mut seen = rustc_hash::FxHashSet::default();
+        let mut customers: Vec<CustomerKey> = Vec::new();
+        for (_, customer) in changes.log.iter().skip(newer).rev() {
+            if seen.insert(customer) {
+                customers.push(customer.clone());
+            }
+        }
+        customers.reverse();
+        GrantChangesAfter::Customers(customers)
     }
 
     /// Changes whenever a write that can change grants commits (never goes back).
