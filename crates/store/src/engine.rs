@@ -703,12 +703,9 @@ impl Engine {
         let all: Vec<SharedRollup> = self.rollups.read().by_slug.values().cloned().collect();
         for usage in all {
             let observed = Observed::of(usage.meter(), &event);
-            let shard = shard_of(event.subject.as_str());
-            let mut by_shard: Vec<Vec<()>> = vec![Vec::new(); ROLLUP_SHARDS];
-            by_shard[shard].push(());
-            usage.apply_sharded(&by_shard, |rollup, ()| {
-                rollup.apply_observed(event.subject.as_str(), event.time, u64::MAX, &observed);
-            });
+            usage
+                .shard_mut(shard_of(event.subject.as_str()))
+                .apply_observed(event.subject.as_str(), event.time, u64::MAX, &observed);
         }
         Ok(())
     }
@@ -999,15 +996,23 @@ fn apply_to_rollups(
             }
         }
     }
-    for (i, rollup) in rollups.iter().enumerate() {
-        rollup.apply_sharded(&by_shard, |r, (ev, seq, fresh)| {
-            match ev.observed.get(i).filter(|_| *fresh) {
-                Some(observed) => {
-                    r.apply_observed(ev.event.subject.as_str(), ev.event.time, *seq, observed);
+    // Shard by shard, each event once into every meter: its data is read from memory once,
+    // not once per meter.
+    for (shard, items) in by_shard.iter().enumerate() {
+        if items.is_empty() {
+            continue;
+        }
+        let mut shards: Vec<_> = rollups.iter().map(|r| r.shard_mut(shard)).collect();
+        for (ev, seq, fresh) in items {
+            for (i, r) in shards.iter_mut().enumerate() {
+                match ev.observed.get(i).filter(|_| *fresh) {
+                    Some(observed) => {
+                        r.apply_observed(ev.event.subject.as_str(), ev.event.time, *seq, observed);
+                    }
+                    None => r.apply(&ev.event, *seq),
                 }
-                None => r.apply(&ev.event, *seq),
             }
-        });
+        }
     }
 }
 

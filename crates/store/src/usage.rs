@@ -2,7 +2,7 @@
 //!
 //! A query locks one shard at a time per thread (a sixteenth of the subjects; a query over
 //! every subject reads on one thread per core, up to `QUERY_THREADS_MAX`), and the apply thread
-//! folds a group into one shard at a time, so a long query over every customer delays ingest
+//! folds a group into one shard (of every meter) at a time, so a long query over every customer delays ingest
 //! by at most one shard's share of it. Each customer's rows come from one shard under one
 //! lock, so they are consistent with some commit; two customers may be read a commit apart.
 
@@ -62,18 +62,10 @@ impl MeterUsage {
             .apply_observed(subject, event.time, seq, observed);
     }
 
-    /// Applies work already sorted into shards: `by_shard[s]` holds shard `s`'s items, each
-    /// applied by `apply` under that shard's lock (taken once per shard).
-    pub fn apply_sharded<T>(&self, by_shard: &[Vec<T>], mut apply: impl FnMut(&mut Rollup, &T)) {
-        for (shard, items) in self.shards.iter().zip(by_shard) {
-            if items.is_empty() {
-                continue;
-            }
-            let mut rollup = shard.write();
-            for item in items {
-                apply(&mut rollup, item);
-            }
-        }
+    /// Write access to one shard (the apply thread folds a group into shard `s` of every
+    /// meter under these guards, one shard at a time).
+    pub fn shard_mut(&self, shard: usize) -> parking_lot::RwLockWriteGuard<'_, Rollup> {
+        self.shards[shard].write()
     }
 
     /// Answers a usage query, one shard at a time, rows ordered by subject, group and window.
