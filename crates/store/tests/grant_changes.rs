@@ -69,35 +69,8 @@ fn a_change_to_one_customer_leaves_the_others_views_valid() {
     assert!(store.grants_unchanged_since(&b, after));
 
     // A plan version can change every subscriber's grants.
-    let plan = PlanKey::parse("monthly").unwrap();
-    store
-        .create_plan(&Plan {
-            key: plan.clone(),
-            name: "Monthly".into(),
-            currency: Currency::parse("USD").unwrap(),
-            interval: Interval::Month,
-            created_ms: UnixMs(0),
-        })
-        .unwrap();
     let before_publish = store.generation();
-    store
-        .publish_version(
-            &plan,
-            vec![Price {
-                key: PriceKey::parse("platform").unwrap(),
-                name: "Platform".into(),
-                meter: None,
-                model: PriceModel::Flat {
-                    amount: Decimal::new(1000, 2),
-                },
-                free_units: Decimal::ZERO,
-                minimum_amount: None,
-                maximum_amount: None,
-            }],
-            Vec::new(),
-            UnixMs(0),
-        )
-        .unwrap();
+    monthly(&store, &PlanKey::parse("monthly").unwrap(), Vec::new());
     assert!(!store.grants_unchanged_since(&a, before_publish));
     assert!(!store.grants_unchanged_since(&b, before_publish));
     let _ = std::fs::remove_dir_all(&dir);
