@@ -562,6 +562,16 @@ impl Engine {
 
     /// Answers a usage query.
     pub fn usage(&self, slug: &MeterSlug, query: &UsageQuery) -> Result<Vec<UsageRow>, QueryError> {
+        self.usage_runs(slug, query).map(|(rows, _)| rows)
+    }
+
+    /// [`Engine::usage`], and where each subject's rows start in the answer (ascending), so a
+    /// writer of the answer handles each subject once, not once per row.
+    pub fn usage_runs(
+        &self,
+        slug: &MeterSlug,
+        query: &UsageQuery,
+    ) -> Result<(Vec<UsageRow>, Vec<usize>), QueryError> {
         let rollup = self
             .rollups
             .read()
@@ -569,8 +579,7 @@ impl Engine {
             .get(slug)
             .cloned()
             .ok_or_else(|| QueryError::MeterNotFound(slug.to_string()))?;
-        let rows = rollup.query(query)?;
-        Ok(rows)
+        Ok(rollup.query_runs(query)?)
     }
 
     /// Sessions of `subject` open at `t` (the session gauge).

@@ -70,6 +70,11 @@ impl MeterUsage {
 
     /// Answers a usage query, one shard at a time, rows ordered by subject, group and window.
     pub fn query(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, UsageError> {
+        self.query_runs(q).map(|(rows, _)| rows)
+    }
+
+    /// [`MeterUsage::query`], and where each subject's rows start in the answer (ascending).
+    pub fn query_runs(&self, q: &UsageQuery) -> Result<(Vec<UsageRow>, Vec<usize>), UsageError> {
         let shards: Vec<&RwLock<Rollup>> = match &q.subject {
             Some(s) => vec![&self.shards[shard_of(s.as_str())]],
             None => self.shards.iter().collect(),
@@ -82,12 +87,12 @@ impl MeterUsage {
             1
         };
         let answers = in_parallel(&shards, threads, |chunk| query_shards(chunk, q));
-        let mut parts: Vec<std::vec::IntoIter<UsageRow>> = Vec::with_capacity(shards.len());
+        let mut parts: Vec<Part> = Vec::with_capacity(shards.len());
         let mut total = 0usize;
         for answer in answers {
             for part in answer? {
-                total += part.len();
-                parts.push(part.into_iter());
+                total += part.0.len();
+                parts.push(part);
             }
         }
         if total > USAGE_ROWS_MAX {
@@ -134,15 +139,15 @@ pub fn in_parallel<T: Sync, R: Send>(
 const QUERY_THREADS_MAX: usize = 4;
 
 /// Each shard's answer, stopping as soon as these shards alone pass `USAGE_ROWS_MAX`.
-fn query_shards(
-    shards: &[&RwLock<Rollup>],
-    q: &UsageQuery,
-) -> Result<Vec<Vec<UsageRow>>, UsageError> {
+/// One shard's answer: its rows, and where each subject's rows start.
+type Part = (Vec<UsageRow>, Vec<usize>);
+
+fn query_shards(shards: &[&RwLock<Rollup>], q: &UsageQuery) -> Result<Vec<Part>, UsageError> {
     let mut parts = Vec::with_capacity(shards.len());
     let mut total = 0usize;
     for shard in shards {
-        let part = shard.read().query(q)?;
-        total += part.len();
+        let part = shard.read().query_runs(q)?;
+        total += part.0.len();
         if total > USAGE_ROWS_MAX {
             return Err(UsageError::TooManyRows {
                 max: USAGE_ROWS_MAX,
@@ -154,26 +159,77 @@ fn query_shards(
 }
 
 /// Merges shards' answers, each ordered by subject with every subject in one shard only, into
-/// one answer ordered by subject (a k-way merge: the parts are long sorted runs).
-fn merge_by_subject(mut parts: Vec<std::vec::IntoIter<UsageRow>>, total: usize) -> Vec<UsageRow> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    let mut rows = Vec::with_capacity(total);
-    let mut heads: Vec<Option<UsageRow>> = parts.iter_mut().map(Iterator::next).collect();
-    let mut heap: BinaryHeap<Reverse<(String, usize)>> = heads
-        .iter()
-        .enumerate()
-        .filter_map(|(i, h)| h.as_ref().map(|r| Reverse((r.subject.clone(), i))))
-        .collect();
-    while let Some(Reverse((subject, i))) = heap.pop() {
-        // Take this shard's whole run of rows for the subject.
-        while let Some(row) = heads[i].take_if(|r| r.subject == subject) {
-            rows.push(row);
-            heads[i] = parts[i].next();
-        }
-        if let Some(next) = &heads[i] {
-            heap.push(Reverse((next.subject.clone(), i)));
+/// one answer ordered by subject: the subjects' runs of rows are sorted by subject (one
+/// comparison per pair of runs the sort looks at, not one per row) and each row is moved once.
+/// Also returns where each subject's rows start in the merged answer.
+fn merge_by_subject(mut parts: Vec<Part>, total: usize) -> Part {
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    for (p, (rows, starts)) in parts.iter().enumerate() {
+        for (i, start) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).copied().unwrap_or(rows.len());
+            runs.push((p, *start, end));
         }
     }
-    rows
+    runs.sort_unstable_by(|a, b| parts[a.0].0[a.1].subject.cmp(&parts[b.0].0[b.1].subject));
+    let mut rows = Vec::with_capacity(total);
+    let mut starts = Vec::with_capacity(runs.len());
+    for (p, start, end) in runs {
+        starts.push(rows.len());
+        for row in &mut parts[p].0[start..end] {
+            rows.push(UsageRow {
+                subject: std::mem::take(&mut row.subject),
+                group: std::mem::take(&mut row.group),
+                ..*row
+            });
+        }
+    }
+    (rows, starts)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tollgate_core::time::UnixMs;
+
+    fn row(subject: &str, day: i64) -> UsageRow {
+        UsageRow {
+            subject: subject.into(),
+            window_start: UnixMs(day * 86_400_000),
+            window_end: UnixMs((day + 1) * 86_400_000),
+            group: std::collections::BTreeMap::new(),
+            value: rust_decimal::Decimal::from(day),
+        }
+    }
+
+    #[test]
+    fn shards_answers_merge_by_subject_keeping_each_subjects_rows_in_order() {
+        let parts: Vec<Part> = vec![
+            (
+                vec![row("a", 1), row("a", 2), row("d", 0), row("x\"y", 3)],
+                vec![0, 2, 3],
+            ),
+            (vec![], vec![]),
+            (vec![row("b", 5), row("c", 1), row("c", 2)], vec![0, 1]),
+        ];
+        let (rows, starts) = merge_by_subject(parts, 7);
+        assert_eq!(starts, [0, 2, 3, 5, 6]);
+        let got: Vec<(String, i64)> = rows
+            .into_iter()
+            .map(|r| (r.subject, r.window_start.0 / 86_400_000))
+            .collect();
+        let want: Vec<(String, i64)> = [
+            ("a", 1),
+            ("a", 2),
+            ("b", 5),
+            ("c", 1),
+            ("c", 2),
+            ("d", 0),
+            ("x\"y", 3),
+        ]
+        .into_iter()
+        .map(|(s, d)| (s.to_owned(), d))
+        .collect();
+        assert_eq!(got, want);
+    }
 }

@@ -164,7 +164,7 @@ pub(crate) async fn query(
     // Querying, converting and serialising a large answer (300k rows) all happen off the
     // async workers.
     let body = blocking(move || {
-        let rows = st.engine.usage(&slug, &q)?;
+        let (rows, starts) = st.engine.usage_runs(&slug, &q)?;
         let head = UsageResponse {
             meter: slug_text,
             from: time_text(from),
@@ -173,7 +173,7 @@ pub(crate) async fn query(
             time_zone: tz_name,
             data: Vec::new(),
         };
-        usage_json(&head, &rows).map_err(|e| {
+        usage_json(&head, &rows, &starts).map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -218,14 +218,16 @@ fn write_decimal(out: &mut Vec<u8>, d: rust_decimal::Decimal) {
 }
 
 /// `head` (a [`UsageResponse`] with no rows) with `rows` as its `data`, as JSON in chunks
-/// whose concatenation is the same bytes as serialising the full `UsageResponse`. Each row is
-/// written field by field in [`crate::types::UsageRowBody`]'s order, without a body per row:
-/// each window's text is formatted and escaped once per answer, each subject once per run of
-/// its rows (they come sorted by subject). Large answers are written on several threads (each
-/// writes a run of rows; the runs are sent in order, never copied into one buffer).
+/// whose concatenation is the same bytes as serialising the full `UsageResponse`. `starts`
+/// says where each subject's rows start (ascending, first 0). Each row is written field by
+/// field in [`crate::types::UsageRowBody`]'s order, without a body per row: each window's text
+/// is formatted and escaped once per answer, each subject once (its rows are never compared).
+/// Large answers are written on several threads (each writes a share of the subjects; the
+/// shares are sent in order, never copied into one buffer).
 fn usage_json(
     head: &UsageResponse,
     rows: &[UsageRow],
+    starts: &[usize],
 ) -> Result<Vec<bytes::Bytes>, serde_json::Error> {
     let mut texts: rustc_hash::FxHashMap<i64, Vec<u8>> = rustc_hash::FxHashMap::default();
     for row in rows {
@@ -236,33 +238,43 @@ fn usage_json(
         }
     }
     let texts = &texts;
-    let write_run = |run: &[UsageRow]| -> Result<Vec<u8>, serde_json::Error> {
+    let subjects: Vec<&[UsageRow]> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, start)| {
+            let end = starts.get(i + 1).copied().unwrap_or(rows.len());
+            rows.get(*start..end).unwrap_or_default()
+        })
+        .collect();
+    let write_run = |run: &[&[UsageRow]]| -> Result<Vec<u8>, serde_json::Error> {
         // About 130 bytes per row: one allocation instead of a doubling series.
-        let mut out = Vec::with_capacity(run.len() * 140);
-        let mut subject: (&str, Vec<u8>) = ("", Vec::new());
-        for (i, row) in run.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+        let mut out = Vec::with_capacity(run.iter().map(|r| r.len()).sum::<usize>() * 140);
+        let text = |t: UnixMs| texts.get(&t.0).map_or(&b"\"\""[..], Vec::as_slice);
+        for (i, subject_rows) in run.iter().enumerate() {
+            let Some(first) = subject_rows.first() else {
+                continue;
+            };
+            let subject = serde_json::to_vec(&first.subject)?;
+            for (j, row) in subject_rows.iter().enumerate() {
+                if i > 0 || j > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"subject\":");
+                out.extend_from_slice(&subject);
+                out.extend_from_slice(b",\"window_start\":");
+                out.extend_from_slice(text(row.window_start));
+                out.extend_from_slice(b",\"window_end\":");
+                out.extend_from_slice(text(row.window_end));
+                out.extend_from_slice(b",\"group\":");
+                if row.group.is_empty() {
+                    out.extend_from_slice(b"{}");
+                } else {
+                    serde_json::to_writer(&mut out, &row.group)?;
+                }
+                out.extend_from_slice(b",\"value\":");
+                write_decimal(&mut out, row.value);
+                out.push(b'}');
             }
-            if i == 0 || subject.0 != row.subject {
-                subject = (&row.subject, serde_json::to_vec(&row.subject)?);
-            }
-            let text = |t: UnixMs| texts.get(&t.0).map_or(&b"\"\""[..], Vec::as_slice);
-            out.extend_from_slice(b"{\"subject\":");
-            out.extend_from_slice(&subject.1);
-            out.extend_from_slice(b",\"window_start\":");
-            out.extend_from_slice(text(row.window_start));
-            out.extend_from_slice(b",\"window_end\":");
-            out.extend_from_slice(text(row.window_end));
-            out.extend_from_slice(b",\"group\":");
-            if row.group.is_empty() {
-                out.extend_from_slice(b"{}");
-            } else {
-                serde_json::to_writer(&mut out, &row.group)?;
-            }
-            out.extend_from_slice(b",\"value\":");
-            write_decimal(&mut out, row.value);
-            out.push(b'}');
         }
         Ok(out)
     };
@@ -270,7 +282,7 @@ fn usage_json(
         .min(JSON_THREADS_MAX)
         .min(rows.len() / JSON_ROWS_PER_THREAD_MIN)
         .max(1);
-    let runs = tollgate_store::usage::in_parallel(rows, threads, write_run)
+    let runs = tollgate_store::usage::in_parallel(&subjects, threads, write_run)
         .into_iter()
         .collect::<Result<Vec<Vec<u8>>, _>>()?;
     // The head ends in `"data":[]}`: the rows go between the brackets.
@@ -335,7 +347,12 @@ mod tests {
                 ..head.clone_head()
             };
             let want = serde_json::to_vec(&full).unwrap_or_default();
-            let got: Vec<u8> = usage_json(&head, &rows).unwrap_or_default().concat();
+            let starts: Vec<usize> = (0..rows.len())
+                .filter(|i| *i == 0 || rows[*i - 1].subject != rows[*i].subject)
+                .collect();
+            let got: Vec<u8> = usage_json(&head, &rows, &starts)
+                .unwrap_or_default()
+                .concat();
             assert_eq!(
                 String::from_utf8_lossy(&got),
                 String::from_utf8_lossy(&want),

@@ -401,6 +401,12 @@ impl Rollup {
     /// Answers a usage query: one row per (subject, kept group, window) that has data, sorted
     /// by subject, group and window start.
     pub fn query(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, UsageError> {
+        self.query_runs(q).map(|(rows, _)| rows)
+    }
+
+    /// [`Rollup::query`], and where each subject's rows start in the answer (ascending), so
+    /// answers of several rollups can be merged by subject without comparing every row.
+    pub fn query_runs(&self, q: &UsageQuery) -> Result<(Vec<UsageRow>, Vec<usize>), UsageError> {
         let windows = windows(q.from, q.to, q.window, &q.time_zone)?;
         let names: Vec<&str> = self.meter.dimension_names().collect();
         let mut keep = Vec::with_capacity(q.group_by.len());
@@ -445,12 +451,19 @@ impl Rollup {
         &self,
         store: &Store<C>,
         plan: &QueryPlan<'_>,
-    ) -> Result<Vec<UsageRow>, UsageError> {
+    ) -> Result<(Vec<UsageRow>, Vec<usize>), UsageError> {
         let mut rows = Vec::new();
+        let mut starts = Vec::new();
         // Without kept dimensions every group of a subject folds into one row per window: one
         // accumulator vector, reused, instead of a map keyed by the projected group.
         let mut merged: Vec<Option<C>> = Vec::new();
+        // Where the current subject's rows start; recorded once it has any.
+        let mut subject_start = 0usize;
         for subject_id in &plan.subject_ids {
+            if rows.len() > subject_start {
+                starts.push(subject_start);
+            }
+            subject_start = rows.len();
             let Some(group_ids) = self.groups_of_subject.get(subject_id) else {
                 continue;
             };
@@ -495,7 +508,10 @@ impl Rollup {
                 })?;
             }
         }
-        Ok(rows)
+        if rows.len() > subject_start {
+            starts.push(subject_start);
+        }
+        Ok((rows, starts))
     }
 }
 

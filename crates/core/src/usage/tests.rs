@@ -1083,9 +1083,14 @@ proptest! {
         let events = numbered(&events);
         for agg in AGGREGATIONS {
             let rollup = rollup_of(agg, &events, base);
-            let got = rollup.query(&uq).unwrap();
+            let (got, starts) = rollup.query_runs(&uq).unwrap();
             let want = naive_query(agg, &events, base, &uq);
             prop_assert_eq!(&got, &want, "{:?} {:?}", agg, uq);
+            // Each subject's rows start exactly where the subject changes.
+            let changes: Vec<usize> = (0..got.len())
+                .filter(|i| *i == 0 || got[*i - 1].subject != got[*i].subject)
+                .collect();
+            prop_assert_eq!(starts, changes);
 
             let matching: Vec<&Ev> = events.iter().map(|(_, e)| e).filter(|e| e.matching_type).collect();
             let skipped = matching
