@@ -94,7 +94,8 @@ pub(crate) async fn ingest(
     let bytes = read_body(body, BODY_BYTES_MAX).await?;
     let engine_state = state.clone();
     let batch = blocking(move || {
-        let text = String::from_utf8(bytes.to_vec())
+        // Takes the buffer over without a copy when the body arrived as one piece.
+        let text = String::from_utf8(Vec::from(bytes))
             .map_err(|_| ApiError::bad_request("malformed_body", "the body is not UTF-8"))?;
         let spans = split(&text, mode)?;
         if spans.len() > BATCH_EVENTS_MAX {
