@@ -430,12 +430,14 @@ impl Checker {
             None => {
                 let mut after: Option<String> = None;
                 let mut all = Vec::new();
-                loop {
+                // At most as many as the cache keeps: loading more would only empty it again.
+                while all.len() < VIEWS_MAX {
                     let page = billing.customers(after.as_deref(), LOAD_PAGE)?;
                     let Some(last) = page.last() else { break };
                     after = Some(last.key.to_string());
                     all.extend(page.into_iter().map(|c| c.key));
                 }
+                all.truncate(VIEWS_MAX);
                 all
             }
             Some(GrantChangesAfter::Everyone) => self.views.read().keys().cloned().collect(),
