@@ -432,10 +432,10 @@ impl Checker {
                 let mut all = Vec::new();
                 // At most as many as the cache keeps: loading more would only empty it again.
                 while all.len() < VIEWS_MAX {
-                    let page = billing.customers(after.as_deref(), LOAD_PAGE)?;
+                    let page = billing.customer_keys(after.as_deref(), LOAD_PAGE)?;
                     let Some(last) = page.last() else { break };
-                    after = Some(last.key.to_string());
-                    all.extend(page.into_iter().map(|c| c.key));
+                    after = Some(last.to_string());
+                    all.extend(page);
                 }
                 all.truncate(VIEWS_MAX);
                 all

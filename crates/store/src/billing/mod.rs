@@ -518,6 +518,33 @@ impl BillingStore {
         })
     }
 
+    /// Customer keys in key order, after `after` (without reading their documents).
+    pub fn customer_keys(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CustomerKey>, BillingStoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT key FROM customers WHERE key > ?1 ORDER BY key LIMIT ?2")?;
+            let keys = stmt
+                .query_map(
+                    params![after.unwrap_or(""), limit.min(LIST_LIMIT_MAX) as i64],
+                    |r| r.get::<_, String>(0),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            keys.iter()
+                .map(|k| {
+                    CustomerKey::parse(k).map_err(|e| {
+                        BillingStoreError::from(StoreError::Corrupt(format!(
+                            "customer key {k:?}: {e}"
+                        )))
+                    })
+                })
+                .collect()
+        })
+    }
+
     // ---- plans ----
 
     /// Creates a plan (without versions).
