@@ -24,7 +24,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tollgate_core::dedup::{self, Fingerprint, IdentityKey, Index, Verdict};
-use tollgate_core::event::{self, Event, EventError};
+use tollgate_core::event::{self, Event, EventError, EventRef};
 use tollgate_core::limits::{ACCEPTANCE_WINDOW_MS_DEFAULT, METERS_MAX};
 use tollgate_core::meter::{Meter, MeterSlug};
 use tollgate_core::sessions::{SESSION_TIMEOUT_MS_DEFAULT, SessionBook, SessionEvent, WindowPeak};
@@ -99,9 +99,52 @@ struct PreparedEvent {
     /// What the session gauge reads from it (`session.started` / `session.ended` only).
     session: Option<SessionEvent>,
     span: Range<usize>,
-    event: Event,
+    /// The event's time (the receive time when it has none, so a parse of its text with
+    /// `received = time` gives the same event again).
+    time: UnixMs,
+    /// Its subject: where it lies in the body, or the unescaped text when it had escapes.
+    subject: Text,
     key: IdentityKey,
     fp: Fingerprint,
+}
+
+/// A string of a prepared event, read from the body without a copy when it can be.
+enum Text {
+    /// The text is `body[range]`.
+    At(Range<usize>),
+    /// The unescaped text (the JSON string had escapes).
+    Owned(Box<str>),
+}
+
+impl Text {
+    /// `text` as a range of `body` when it lies inside it (borrowed from it), else a copy.
+    fn of(text: &str, body: &str) -> Text {
+        let start = (text.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+        match start.checked_add(text.len()) {
+            Some(end) if end <= body.len() => Text::At(start..end),
+            _ => Text::Owned(text.into()),
+        }
+    }
+
+    fn get<'b>(&'b self, body: &'b str) -> &'b str {
+        match self {
+            Text::At(range) => body.get(range.clone()).unwrap_or_default(),
+            Text::Owned(text) => text,
+        }
+    }
+}
+
+impl PreparedEvent {
+    fn subject<'b>(&'b self, batch: &'b PreparedBatch) -> &'b str {
+        self.subject.get(&batch.body)
+    }
+
+    /// The event parsed again from its text (for the rare paths that need more than the
+    /// prepared readings: a meter changed since, an error message).
+    fn reparse<'b>(&self, batch: &'b PreparedBatch) -> Option<EventRef<'b>> {
+        let raw = batch.body.get(self.span.clone())?;
+        EventRef::parse(raw, self.time).ok()
+    }
 }
 
 /// Events parsed and validated, ready for the writer. Holds the request body, so each raw
@@ -152,14 +195,12 @@ impl PreparedBatch {
         let mut rejected = Vec::new();
         for (index, span) in spans {
             let text = body.get(span.clone()).unwrap_or("");
-            let parsed = Event::parse(text, now).and_then(|e| {
+            let parsed = EventRef::parse(text, now).and_then(|e| {
                 event::check_window(e.time, now, window_ms)?;
                 Ok(e)
             });
             match parsed {
                 Ok(event) => {
-                    let key = dedup::identity(&event);
-                    let fp = dedup::fingerprint(&event);
                     let observed = meters
                         .iter()
                         .map(|m| Observed::of(m.meter(), &event))
@@ -167,12 +208,13 @@ impl PreparedBatch {
                     events.push(PreparedEvent {
                         index,
                         observed,
-                        shard: shard_of(event.subject.as_str()),
+                        shard: shard_of(&event.subject),
                         session: SessionEvent::of(&event),
+                        time: event.time,
+                        subject: Text::of(&event.subject, &body),
+                        key: dedup::identity(&event),
+                        fp: dedup::fingerprint(&event),
                         span,
-                        event,
-                        key,
-                        fp,
                     });
                 }
                 Err(e) => rejected.push(item_error(index, id_hint(text), &e)),
@@ -974,11 +1016,8 @@ fn apply_to_sessions(sessions: &SharedSessions, group: &[Queued], verdicts: &[Ve
     for ((batch, _), vs) in group.iter().zip(verdicts) {
         for (ev, v) in batch.events.iter().zip(vs) {
             if let (Some(s), Verdict::Accepted) = (&ev.session, v) {
-                book.get_or_insert_with(|| sessions.write()).observe(
-                    ev.event.subject.as_str(),
-                    s,
-                    ev.event.time,
-                );
+                book.get_or_insert_with(|| sessions.write())
+                    .observe(ev.subject(batch), s, ev.time);
             }
         }
     }
@@ -994,13 +1033,13 @@ fn apply_to_rollups(
     if rollups.is_empty() {
         return;
     }
-    let mut by_shard: Vec<Vec<(&PreparedEvent, u64, bool)>> = vec![Vec::new(); ROLLUP_SHARDS];
+    let mut by_shard: Vec<Vec<(&PreparedEvent, &PreparedBatch, u64)>> =
+        vec![Vec::new(); ROLLUP_SHARDS];
     let mut seq = first_seq;
     for ((batch, _), vs) in group.iter().zip(verdicts) {
-        let fresh = batch.epoch == epoch;
         for (ev, v) in batch.events.iter().zip(vs) {
             if *v == Verdict::Accepted {
-                by_shard[ev.shard].push((ev, seq, fresh));
+                by_shard[ev.shard].push((ev, batch, seq));
                 seq += 1;
             }
         }
@@ -1012,13 +1051,16 @@ fn apply_to_rollups(
             continue;
         }
         let mut shards: Vec<_> = rollups.iter().map(|r| r.shard_mut(shard)).collect();
-        for (ev, seq, fresh) in items {
-            for (i, r) in shards.iter_mut().enumerate() {
-                match ev.observed.get(i).filter(|_| *fresh) {
-                    Some(observed) => {
-                        r.apply_observed(ev.event.subject.as_str(), ev.event.time, *seq, observed);
-                    }
-                    None => r.apply(&ev.event, *seq),
+        for (ev, batch, seq) in items {
+            if batch.epoch == epoch {
+                let subject = ev.subject(batch);
+                for (r, observed) in shards.iter_mut().zip(&ev.observed) {
+                    r.apply_observed(subject, ev.time, *seq, observed);
+                }
+            } else if let Some(event) = ev.reparse(batch) {
+                // The meters changed since the batch was read: read the event again.
+                for r in &mut shards {
+                    r.apply(&event, *seq);
                 }
             }
         }
@@ -1134,10 +1176,10 @@ impl Writer {
         for (batch, _) in &group {
             let mut vs = Vec::with_capacity(batch.events.len());
             for ev in &batch.events {
-                let verdict = self.index.offer(ev.key, ev.fp, ev.event.time);
+                let verdict = self.index.offer(ev.key, ev.fp, ev.time);
                 if verdict == Verdict::Accepted {
                     let raw = batch.body.get(ev.span.clone()).unwrap_or("");
-                    frame.push(ev.key, ev.fp, ev.event.time, raw);
+                    frame.push(ev.key, ev.fp, ev.time, raw);
                 }
                 vs.push(verdict);
             }
@@ -1249,7 +1291,7 @@ fn outcome_of(batch: &PreparedBatch, verdicts: &[Verdict]) -> BatchOutcome {
         };
         out.errors.push(ItemError {
             index: ev.index,
-            id: Some(ev.event.id.to_string()),
+            id: ev.reparse(batch).map(|e| e.id.into_owned()),
             code: v.code(),
             message: message.into(),
         });

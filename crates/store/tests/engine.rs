@@ -326,3 +326,42 @@ fn all_subject_answers_are_ordered_and_equal_per_subject_answers() {
     }
     assert_eq!(all, pieced);
 }
+
+/// A subject sent with JSON escapes is counted under its unescaped text, the same customer as
+/// the plain spelling; a duplicate's report names its unescaped id.
+#[test]
+fn escaped_subjects_and_ids_count_as_their_text() {
+    let dir = TempDir::new("escaped");
+    let engine = open(&dir);
+    engine.put_meter_blocking(sum_meter("bytes")).unwrap();
+    let plain = event(1, "cust-a", 1, 10);
+    let escaped = event(2, "cust-a", 1, 5)
+        .replace("\"subject\":\"cust-a\"", "\"subject\":\"cust\\u002da\"")
+        .replace("\"id\":\"e2\"", "\"id\":\"e\\u0032\"");
+    assert!(escaped.contains("\\u002d") && escaped.contains("\\u0032"));
+    let first = ingest(&engine, &[plain, escaped.clone()]);
+    assert_eq!(first.accepted, 2);
+    let rows = usage(&engine, "bytes", None);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].0.as_str(), rows[0].2.as_str()), ("cust-a", "15"));
+    let again = ingest(&engine, &[escaped]);
+    assert_eq!(again.duplicates, 1);
+    assert_eq!(again.errors[0].id.as_deref(), Some("e2"));
+}
+
+/// A batch prepared before a meter was added is folded into the new meter too: the writer
+/// reads such events again instead of using readings made under the old meters.
+#[test]
+fn a_batch_prepared_before_a_meter_change_counts_in_the_new_meter() {
+    let dir = TempDir::new("epoch");
+    let engine = open(&dir);
+    engine.put_meter_blocking(sum_meter("bytes")).unwrap();
+    let body = [event(1, "c1", 1, 7), event(2, "c1", 1, 8)].join("\n");
+    let spans = ndjson_spans(&body);
+    let prepared = engine.prepare(body, spans);
+    engine.put_meter_blocking(unique_meter("sessions")).unwrap();
+    let outcome = engine.ingest_blocking(prepared).unwrap();
+    assert_eq!(outcome.accepted, 2);
+    assert_eq!(usage(&engine, "bytes", None)[0].2, "15");
+    assert_eq!(usage(&engine, "sessions", None)[0].2, "2");
+}

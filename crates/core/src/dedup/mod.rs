@@ -23,7 +23,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use serde_json::Value;
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
-use crate::event::Event;
+use crate::event::{AttributeRef, Attributes, JsonRef};
+use crate::limits::{EVENT_ID_BYTES_MAX, EVENT_SOURCE_BYTES_MAX};
 use crate::time::{DAY_MS, UnixMs};
 
 /// The identity of an event: a 128-bit hash of (`source`, `id`).
@@ -60,34 +61,92 @@ impl Verdict {
 }
 
 /// The identity of an event.
-pub fn identity(event: &Event) -> IdentityKey {
-    identity_of(event.source.as_str(), event.id.as_str())
+pub fn identity<E: Attributes + ?Sized>(event: &E) -> IdentityKey {
+    identity_of(event.source(), event.id())
 }
 
 /// The identity of (`source`, `id`). Length-prefixed so that no two pairs share an encoding.
 pub fn identity_of(source: &str, id: &str) -> IdentityKey {
-    let mut buf = Vec::with_capacity(8 + source.len() + id.len());
-    buf.extend_from_slice(&(source.len() as u64).to_le_bytes());
-    buf.extend_from_slice(source.as_bytes());
-    buf.extend_from_slice(id.as_bytes());
-    IdentityKey(xxh3_128(&buf))
+    // Hashed in one call over one buffer; on the stack for every id and source within the
+    // event limits, so the ingest path does not allocate for it.
+    const STACK_BYTES: usize = 8 + EVENT_SOURCE_BYTES_MAX + EVENT_ID_BYTES_MAX;
+    let len = 8 + source.len() + id.len();
+    let mut stack = [0u8; STACK_BYTES];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = match stack.get_mut(..len) {
+        Some(buf) => buf,
+        None => {
+            heap.resize(len, 0);
+            &mut heap
+        }
+    };
+    let (head, rest) = buf.split_at_mut(8);
+    head.copy_from_slice(&(source.len() as u64).to_le_bytes());
+    let (src, idb) = rest.split_at_mut(source.len());
+    src.copy_from_slice(source.as_bytes());
+    idb.copy_from_slice(id.as_bytes());
+    IdentityKey(xxh3_128(buf))
 }
 
 /// The payload fingerprint: type, subject, time as sent, datacontenttype, data and extensions.
 /// Object keys are hashed in sorted order, so key order on the wire does not matter; numbers
 /// are hashed as written.
-pub fn fingerprint(event: &Event) -> Fingerprint {
+pub fn fingerprint<E: Attributes + ?Sized>(event: &E) -> Fingerprint {
     let mut h = Xxh3::new();
-    hash_str(&mut h, event.event_type.as_str());
-    hash_str(&mut h, event.subject.as_str());
-    hash_opt(&mut h, event.time_text.as_deref());
-    hash_opt(&mut h, event.datacontenttype.as_deref());
-    hash_value(&mut h, &event.data);
-    for (k, v) in &event.extensions {
+    hash_str(&mut h, event.event_type());
+    hash_str(&mut h, event.subject());
+    hash_opt(&mut h, event.time_text());
+    hash_opt(&mut h, event.datacontenttype());
+    hash_attribute(&mut h, event.data());
+    for (k, v) in event.extensions() {
         hash_str(&mut h, k);
-        hash_value(&mut h, v);
+        hash_attribute(&mut h, v);
     }
     Fingerprint(h.digest() & FINGERPRINT_MASK)
+}
+
+fn hash_attribute(h: &mut Xxh3, v: AttributeRef<'_>) {
+    match v {
+        AttributeRef::Json(v) => hash_value(h, v),
+        AttributeRef::Borrowed(v) => hash_json_ref(h, v),
+        // A string attribute hashes as the JSON string it is.
+        AttributeRef::Str(s) => {
+            h.update(b"s");
+            hash_str(h, s);
+        }
+    }
+}
+
+/// [`hash_value`] of the same JSON read from text: the same bytes in the same order (members
+/// of a [`JsonRef::Object`] are already sorted by key).
+fn hash_json_ref(h: &mut Xxh3, v: &JsonRef<'_>) {
+    match v {
+        JsonRef::Null => h.update(b"n"),
+        JsonRef::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+        JsonRef::Number(n) => {
+            h.update(b"#");
+            hash_str(h, n);
+        }
+        JsonRef::String(s) => {
+            h.update(b"s");
+            hash_str(h, s);
+        }
+        JsonRef::Array(items) => {
+            h.update(b"[");
+            h.update(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                hash_json_ref(h, item);
+            }
+        }
+        JsonRef::Object(members) => {
+            h.update(b"{");
+            h.update(&(members.len() as u64).to_le_bytes());
+            for (k, item) in members {
+                hash_str(h, k);
+                hash_json_ref(h, item);
+            }
+        }
+    }
 }
 
 fn hash_str(h: &mut Xxh3, s: &str) {

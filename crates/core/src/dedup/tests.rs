@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 
 use super::*;
+use crate::event::Event;
 
 const RECEIVED: UnixMs = UnixMs(1_780_000_000_000);
 

@@ -10,15 +10,18 @@
 //! names that follow the CloudEvents naming rule (`[a-z0-9]{1,20}`).
 
 pub mod batch;
+mod borrowed;
 mod error;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer as _, MapAccess, Visitor};
 use serde_json::Value;
 
+pub use self::borrowed::{EventRef, JsonRef};
 pub use self::error::EventError;
 use crate::limits::{
     EVENT_BYTES_MAX, EVENT_FUTURE_MS_MAX, EVENT_ID_BYTES_MAX, EVENT_SOURCE_BYTES_MAX,
@@ -102,60 +105,91 @@ pub struct Event {
 impl Event {
     /// Parses one event from its JSON text. `received` stands in for a missing `time`.
     pub fn parse(raw: &str, received: UnixMs) -> Result<Event, EventError> {
-        if raw.len() > EVENT_BYTES_MAX {
-            return Err(EventError::TooLarge { bytes: raw.len() });
-        }
-        if !raw.trim_start().starts_with('{') {
-            return Err(EventError::Malformed {
-                message: "expected a JSON object".into(),
-            });
-        }
-        let mut de = serde_json::Deserializer::from_str(raw);
-        let wire = de
-            .deserialize_map(WireVisitor)
-            .map_err(EventError::from_json)?;
-        de.end().map_err(EventError::from_json)?;
-        wire.validate(received)
+        EventRef::parse(raw, received).map(|e| e.to_event())
     }
+}
 
-    /// Parses an event from an already-parsed JSON value (a batch array element).
-    pub fn from_value(value: &Value, received: UnixMs) -> Result<Event, EventError> {
-        if !value.is_object() {
-            return Err(EventError::Malformed {
-                message: "expected a JSON object".into(),
-            });
-        }
-        let wire = value
-            .deserialize_map(WireVisitor)
-            .map_err(EventError::from_json)?;
-        wire.validate(received)
+impl Attributes for Event {
+    fn id(&self) -> &str {
+        self.id.as_str()
     }
+    fn source(&self) -> &str {
+        self.source.as_str()
+    }
+    fn event_type(&self) -> &str {
+        self.event_type.as_str()
+    }
+    fn subject(&self) -> &str {
+        self.subject.as_str()
+    }
+    fn time(&self) -> UnixMs {
+        self.time
+    }
+    fn time_text(&self) -> Option<&str> {
+        self.time_text.as_deref()
+    }
+    fn datacontenttype(&self) -> Option<&str> {
+        self.datacontenttype.as_deref()
+    }
+    fn data(&self) -> AttributeRef<'_> {
+        AttributeRef::Json(&self.data)
+    }
+    fn extension(&self, name: &str) -> Option<AttributeRef<'_>> {
+        self.extensions
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .and_then(|i| self.extensions.get(i))
+            .map(|(_, v)| AttributeRef::Json(v))
+    }
+    fn extensions(&self) -> impl Iterator<Item = (&str, AttributeRef<'_>)> {
+        self.extensions
+            .iter()
+            .map(|(k, v)| (k.as_str(), AttributeRef::Json(v)))
+    }
+}
 
-    /// The value at an attribute of the event by its CloudEvents name (`id`, `source`, `type`,
-    /// `subject`, `time`, `datacontenttype`, `data`, extensions).
-    pub fn attribute(&self, name: &str) -> Option<AttributeRef<'_>> {
+/// Read access to an event's attributes, owned ([`Event`]) or borrowed from its text
+/// ([`EventRef`]): what identities, fingerprints, meters and the session gauge read.
+pub trait Attributes {
+    /// `id`.
+    fn id(&self) -> &str;
+    /// `source`.
+    fn source(&self) -> &str;
+    /// `type`.
+    fn event_type(&self) -> &str;
+    /// `subject`.
+    fn subject(&self) -> &str;
+    /// `time` as sent, or the receive time.
+    fn time(&self) -> UnixMs;
+    /// The `time` text as sent.
+    fn time_text(&self) -> Option<&str>;
+    /// `datacontenttype`.
+    fn datacontenttype(&self) -> Option<&str>;
+    /// `data`.
+    fn data(&self) -> AttributeRef<'_>;
+    /// One extension attribute by name.
+    fn extension(&self, name: &str) -> Option<AttributeRef<'_>>;
+    /// Every extension attribute, sorted by name.
+    fn extensions(&self) -> impl Iterator<Item = (&str, AttributeRef<'_>)>;
+
+    /// The value at an attribute by its CloudEvents name (`id`, `source`, `type`, `subject`,
+    /// `time`, `datacontenttype`, `data`, extensions).
+    fn attribute(&self, name: &str) -> Option<AttributeRef<'_>> {
         self.get(&AttributeName::parse(name))
     }
 
     /// The value at an attribute named in advance (the fast path of meters).
-    pub fn get(&self, name: &AttributeName) -> Option<AttributeRef<'_>> {
+    fn get(&self, name: &AttributeName) -> Option<AttributeRef<'_>> {
         match name {
-            AttributeName::Id => Some(AttributeRef::Str(self.id.as_str())),
-            AttributeName::Source => Some(AttributeRef::Str(self.source.as_str())),
-            AttributeName::Type => Some(AttributeRef::Str(self.event_type.as_str())),
-            AttributeName::Subject => Some(AttributeRef::Str(self.subject.as_str())),
+            AttributeName::Id => Some(AttributeRef::Str(self.id())),
+            AttributeName::Source => Some(AttributeRef::Str(self.source())),
+            AttributeName::Type => Some(AttributeRef::Str(self.event_type())),
+            AttributeName::Subject => Some(AttributeRef::Str(self.subject())),
             AttributeName::Specversion => Some(AttributeRef::Str("1.0")),
-            AttributeName::Time => self.time_text.as_deref().map(AttributeRef::Str),
-            AttributeName::Datacontenttype => {
-                self.datacontenttype.as_deref().map(AttributeRef::Str)
-            }
-            AttributeName::Data => Some(AttributeRef::Json(&self.data)),
-            AttributeName::Extension(other) => self
-                .extensions
-                .binary_search_by(|(k, _)| k.as_str().cmp(other))
-                .ok()
-                .and_then(|i| self.extensions.get(i))
-                .map(|(_, v)| AttributeRef::Json(v)),
+            AttributeName::Time => self.time_text().map(AttributeRef::Str),
+            AttributeName::Datacontenttype => self.datacontenttype().map(AttributeRef::Str),
+            AttributeName::Data => Some(self.data()),
+            AttributeName::Extension(other) => self.extension(other),
         }
     }
 }
@@ -205,8 +239,76 @@ impl AttributeName {
 pub enum AttributeRef<'a> {
     /// A string attribute.
     Str(&'a str),
-    /// A JSON value (data, extensions).
+    /// A JSON value (data, extensions) of an owned [`Event`].
     Json(&'a Value),
+    /// A JSON value (data, extensions) of an [`EventRef`], borrowed from the event's text.
+    Borrowed(&'a JsonRef<'a>),
+}
+
+/// What an attribute value is, whichever form it was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueView<'a> {
+    /// JSON `null`.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// A JSON number, its text as written.
+    Number(&'a str),
+    /// A string attribute or a JSON string.
+    String(&'a str),
+    /// A JSON object or array.
+    Composite,
+}
+
+impl<'a> AttributeRef<'a> {
+    /// The value's kind and, for a scalar, its text.
+    pub fn view(self) -> ValueView<'a> {
+        match self {
+            AttributeRef::Str(s) => ValueView::String(s),
+            AttributeRef::Json(v) => match v {
+                Value::Null => ValueView::Null,
+                Value::Bool(b) => ValueView::Bool(*b),
+                Value::Number(n) => ValueView::Number(n.as_str()),
+                Value::String(s) => ValueView::String(s),
+                Value::Array(_) | Value::Object(_) => ValueView::Composite,
+            },
+            AttributeRef::Borrowed(v) => match v {
+                JsonRef::Null => ValueView::Null,
+                JsonRef::Bool(b) => ValueView::Bool(*b),
+                JsonRef::Number(n) => ValueView::Number(n.as_ref()),
+                JsonRef::String(s) => ValueView::String(s),
+                JsonRef::Array(_) | JsonRef::Object(_) => ValueView::Composite,
+            },
+        }
+    }
+
+    /// The value as an owned `serde_json::Value`.
+    pub fn to_value(self) -> Value {
+        match self {
+            AttributeRef::Str(s) => Value::String(s.to_owned()),
+            AttributeRef::Json(v) => v.clone(),
+            AttributeRef::Borrowed(v) => v.to_value(),
+        }
+    }
+
+    /// The value one key or array index further in, when there is one.
+    pub fn child(self, key: Option<&str>, index: Option<usize>) -> Option<AttributeRef<'a>> {
+        match (self, key, index) {
+            (AttributeRef::Json(Value::Object(map)), Some(k), _) => {
+                map.get(k).map(AttributeRef::Json)
+            }
+            (AttributeRef::Json(Value::Array(items)), _, Some(i)) => {
+                items.get(i).map(AttributeRef::Json)
+            }
+            (AttributeRef::Borrowed(v @ JsonRef::Object(_)), Some(k), _) => {
+                v.get(k).map(AttributeRef::Borrowed)
+            }
+            (AttributeRef::Borrowed(JsonRef::Array(items)), _, Some(i)) => {
+                items.get(i).map(AttributeRef::Borrowed)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Checks an event's time against the acceptance window around `now`.
@@ -233,22 +335,40 @@ fn check_len(name: &'static str, text: &str, max: usize) -> Result<(), EventErro
     Ok(())
 }
 
-/// The attributes as they came off the wire, before validation.
-#[derive(Default)]
-struct Wire {
-    specversion: Option<String>,
-    id: Option<String>,
-    source: Option<String>,
-    event_type: Option<String>,
-    subject: Option<String>,
-    time: Option<String>,
-    datacontenttype: Option<String>,
-    data: Option<Value>,
-    extensions: Vec<(String, Value)>,
+/// Parses an event's top-level object into its attributes, before validation.
+fn parse_wire(raw: &str) -> Result<Wire<'_>, EventError> {
+    if raw.len() > EVENT_BYTES_MAX {
+        return Err(EventError::TooLarge { bytes: raw.len() });
+    }
+    if !raw.trim_start().starts_with('{') {
+        return Err(EventError::Malformed {
+            message: "expected a JSON object".into(),
+        });
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let wire = de
+        .deserialize_map(WireVisitor)
+        .map_err(EventError::from_json)?;
+    de.end().map_err(EventError::from_json)?;
+    Ok(wire)
 }
 
-impl Wire {
-    fn validate(self, received: UnixMs) -> Result<Event, EventError> {
+/// The attributes as they came off the wire, before validation.
+#[derive(Default)]
+struct Wire<'a> {
+    specversion: Option<Cow<'a, str>>,
+    id: Option<Cow<'a, str>>,
+    source: Option<Cow<'a, str>>,
+    event_type: Option<Cow<'a, str>>,
+    subject: Option<Cow<'a, str>>,
+    time: Option<Cow<'a, str>>,
+    datacontenttype: Option<Cow<'a, str>>,
+    data: Option<JsonRef<'a>>,
+    extensions: Vec<(Cow<'a, str>, JsonRef<'a>)>,
+}
+
+impl<'a> Wire<'a> {
+    fn validate(self, received: UnixMs) -> Result<EventRef<'a>, EventError> {
         let specversion = self.specversion.ok_or(EventError::MissingAttribute {
             name: "specversion",
         })?;
@@ -282,15 +402,15 @@ impl Wire {
         };
         let mut extensions = self.extensions;
         extensions.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(Event {
-            id: EventId(id),
-            source: EventSource(source),
-            event_type: EventType(event_type),
-            subject: Subject(subject),
+        Ok(EventRef {
+            id,
+            source,
+            event_type,
+            subject,
             time,
             time_text: self.time,
             datacontenttype: self.datacontenttype,
-            data: self.data.unwrap_or(Value::Null),
+            data: self.data.unwrap_or(JsonRef::Null),
             extensions,
         })
     }
@@ -306,15 +426,15 @@ fn truncate(text: &str) -> String {
 struct WireVisitor;
 
 impl<'de> Visitor<'de> for WireVisitor {
-    type Value = Wire;
+    type Value = Wire<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a CloudEvents JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Wire, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Wire<'de>, A::Error> {
         let mut wire = Wire::default();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(key) = borrowed::next_key(&mut map)? {
             let slot = match key.as_ref() {
                 "specversion" => &mut wire.specversion,
                 "id" => &mut wire.id,
@@ -327,7 +447,7 @@ impl<'de> Visitor<'de> for WireVisitor {
                     if wire.data.is_some() {
                         return Err(de::Error::custom("duplicate attribute `data`"));
                     }
-                    wire.data = Some(map.next_value()?);
+                    wire.data = Some(borrowed::next_json(&mut map)?);
                     continue;
                 }
                 name => {
@@ -343,33 +463,28 @@ impl<'de> Visitor<'de> for WireVisitor {
                             truncate(name)
                         )));
                     }
-                    if wire.extensions.iter().any(|(k, _)| k == name) {
+                    if wire.extensions.iter().any(|(k, _)| *k == key) {
                         return Err(de::Error::custom(format!("duplicate attribute `{name}`")));
                     }
-                    let value: Value = map.next_value()?;
-                    wire.extensions.push((name.to_owned(), value));
+                    let value = borrowed::next_json(&mut map)?;
+                    wire.extensions.push((key, value));
                     continue;
                 }
             };
             if slot.is_some() {
                 return Err(de::Error::custom(format!("duplicate attribute `{key}`")));
             }
-            // Read any JSON value first, so that a syntax error inside it stays a syntax error
-            // (malformed_event) instead of being reported as a wrongly typed attribute.
-            let found = match map.next_value::<Value>()? {
-                Value::String(text) => {
-                    *slot = Some(text);
-                    continue;
+            // Any JSON value is read first, so that a syntax error inside it stays a syntax
+            // error (malformed_event) instead of being reported as a wrongly typed attribute.
+            match borrowed::next_json(&mut map)? {
+                JsonRef::String(text) => *slot = Some(text),
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "attribute `{key}` must be a string, not {}",
+                        other.kind()
+                    )));
                 }
-                Value::Null => "null",
-                Value::Bool(_) => "a boolean",
-                Value::Number(_) => "a number",
-                Value::Array(_) => "an array",
-                Value::Object(_) => "an object",
-            };
-            return Err(de::Error::custom(format!(
-                "attribute `{key}` must be a string, not {found}"
-            )));
+            }
         }
         Ok(wire)
     }

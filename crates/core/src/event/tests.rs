@@ -1,5 +1,6 @@
 //! Tests for event parsing and validation: one fitting input per error code, the defaults and
-//! the extension rules, and a property that both entry points (`parse`, `from_value`) agree.
+//! the extension rules, and properties that the borrowed parse reads `data` and extensions as
+//! serde_json's own `Value` does and that both forms fingerprint alike.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,19 +30,20 @@ fn base() -> serde_json::Map<String, Value> {
 
 fn parse_map(map: &serde_json::Map<String, Value>) -> Result<Event, EventError> {
     let text = serde_json::to_string(map).unwrap();
-    let from_text = Event::parse(&text, RECEIVED);
-    let from_value = Event::from_value(&Value::Object(map.clone()), RECEIVED);
-    // Both entry points must agree on every input (messages may differ in positions).
-    match (&from_text, &from_value) {
-        (Ok(a), Ok(b)) => assert_eq!(a, b, "parse and from_value disagree on {text}"),
-        (Err(a), Err(b)) => assert_eq!(
-            a.code(),
-            b.code(),
-            "parse and from_value disagree on {text}"
-        ),
-        _ => panic!("parse and from_value disagree on {text}: {from_text:?} vs {from_value:?}"),
+    let event = Event::parse(&text, RECEIVED)?;
+    // `data` and the extensions are exactly what serde_json's own Value reads, and the
+    // borrowed form fingerprints as the owned one.
+    assert_eq!(event.data, map.get("data").cloned().unwrap_or(Value::Null));
+    for (k, v) in &event.extensions {
+        assert_eq!(Some(v), map.get(k), "extension {k}");
     }
-    from_text
+    let borrowed = EventRef::parse(&text, RECEIVED)?;
+    assert_eq!(
+        crate::dedup::fingerprint(&borrowed),
+        crate::dedup::fingerprint(&event),
+        "fingerprints differ on {text}"
+    );
+    Ok(event)
 }
 
 fn code_of(result: Result<Event, EventError>) -> &'static str {
@@ -128,7 +130,7 @@ fn malformed_event_for_non_json_non_object_and_trailing_garbage() {
         assert!(matches!(err, EventError::Malformed { .. }));
     }
     for value in [json!([1]), json!("x"), json!(1), Value::Null, json!(true)] {
-        let err = Event::from_value(&value, RECEIVED).expect_err("not an object");
+        let err = Event::parse(&value.to_string(), RECEIVED).expect_err("not an object");
         assert_eq!(err.code(), "malformed_event", "{value} gave {err:?}");
     }
 }
@@ -586,4 +588,67 @@ proptest! {
         let prefixed = format!("{{{raw}");
         prop_assert!(Event::parse(&prefixed, RECEIVED).is_err());
     }
+
+    /// The borrowed parse reads any `data` as serde_json's Value does (numbers as written,
+    /// strings unescaped, repeated keys keep the last), and its fingerprint is the one of the
+    /// owned event built from that Value.
+    #[test]
+    fn borrowed_data_matches_serde_json(data in json_text(3)) {
+        let raw = format!(
+            r#"{{"specversion":"1.0","id":"a","source":"s","type":"t","subject":"c","data":{data},"ext1":{data}}}"#
+        );
+        let oracle: Value = serde_json::from_str(&data).unwrap();
+        let borrowed = EventRef::parse(&raw, RECEIVED).unwrap();
+        prop_assert_eq!(&borrowed.data.to_value(), &oracle);
+        let mut owned = borrowed.to_event();
+        prop_assert_eq!(&owned.data, &oracle);
+        prop_assert_eq!(
+            crate::dedup::fingerprint(&borrowed),
+            crate::dedup::fingerprint(&owned)
+        );
+        // The owned fingerprint of the oracle Value itself, not of a converted one.
+        owned.data = oracle.clone();
+        owned.extensions = vec![("ext1".into(), oracle)];
+        prop_assert_eq!(
+            crate::dedup::fingerprint(&borrowed),
+            crate::dedup::fingerprint(&owned)
+        );
+    }
+}
+
+/// JSON text of any shape, with the spellings a sender may use: numbers with signs, fractions
+/// and exponents, escaped and unescaped strings, repeated keys, whitespace.
+fn json_text(depth: u32) -> impl Strategy<Value = String> {
+    let number = prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        (any::<i32>(), 0u32..1000).prop_map(|(a, b)| format!("{a}.{b:03}")),
+        (any::<i16>(), "[eE]", "[-+]?", 0u32..30).prop_map(|(a, e, s, x)| format!("{a}{e}{s}{x}")),
+        Just("-0".to_owned()),
+        Just("0.10".to_owned()),
+        Just("12345678901234567890123".to_owned()),
+    ];
+    let string = prop_oneof![
+        "[a-z_ ]{0,8}".prop_map(|s| format!("\"{s}\"")),
+        "[a-z]{0,4}".prop_map(|s| format!("\"{s}\\n\\u00e9\\\"\"")),
+    ];
+    let leaf = prop_oneof![
+        number,
+        string,
+        Just("true".to_owned()),
+        Just("false".to_owned()),
+        Just("null".to_owned()),
+    ];
+    leaf.prop_recursive(depth, 24, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5)
+                .prop_map(|items| format!("[ {} ]", items.join(" , "))),
+            prop::collection::vec(("[a-c]{1,2}", inner), 0..6).prop_map(|members| {
+                let members: Vec<String> = members
+                    .into_iter()
+                    .map(|(k, v)| format!("\"{k}\" : {v}"))
+                    .collect();
+                format!("{{{}}}", members.join(","))
+            }),
+        ]
+    })
 }

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 pub use self::error::MeterError;
 pub use self::path::JsonPath;
-use crate::event::{AttributeRef, Event};
+use crate::event::{AttributeRef, Attributes, ValueView};
 use crate::limits::{
     FILTER_VALUES_MAX, GROUP_BY_KEYS_MAX, METER_EVENT_TYPES_MAX, METER_FILTERS_MAX,
     METER_SLUG_BYTES_MAX,
@@ -369,9 +369,9 @@ impl Meter {
     }
 
     /// Reads one event.
-    pub fn observe<'e>(&self, event: &'e Event) -> Observation<'e> {
+    pub fn observe<'e, E: Attributes + ?Sized>(&self, event: &'e E) -> Observation<'e> {
         if let Some(types) = &self.types
-            && !types.iter().any(|t| t == event.event_type.as_str())
+            && !types.iter().any(|t| t == event.event_type())
         {
             return Observation::NotMatched;
         }
@@ -405,28 +405,21 @@ impl Meter {
 /// A value as text for grouping and distinct counting: strings as they are, numbers as
 /// written, booleans as `true`/`false`, objects and arrays as compact JSON; `null` is absent.
 pub fn key_of(value: AttributeRef<'_>) -> Option<Cow<'_, str>> {
-    match value {
-        AttributeRef::Str(s) => Some(Cow::Borrowed(s)),
-        AttributeRef::Json(v) => match v {
-            Value::Null => None,
-            Value::String(s) => Some(Cow::Borrowed(s.as_str())),
-            Value::Number(n) => Some(Cow::Borrowed(n.as_str())),
-            Value::Bool(true) => Some(Cow::Borrowed("true")),
-            Value::Bool(false) => Some(Cow::Borrowed("false")),
-            other => Some(Cow::Owned(other.to_string())),
-        },
+    match value.view() {
+        ValueView::Null => None,
+        ValueView::String(s) | ValueView::Number(s) => Some(Cow::Borrowed(s)),
+        ValueView::Bool(true) => Some(Cow::Borrowed("true")),
+        ValueView::Bool(false) => Some(Cow::Borrowed("false")),
+        ValueView::Composite => Some(Cow::Owned(value.to_value().to_string())),
     }
 }
 
 /// A value as an exact decimal: JSON numbers and numeric strings; anything else is not a number.
 pub fn number_of(value: AttributeRef<'_>) -> Option<Decimal> {
-    let text = match value {
-        AttributeRef::Str(s) => s,
-        AttributeRef::Json(Value::Number(n)) => n.as_str(),
-        AttributeRef::Json(Value::String(s)) => s.as_str(),
-        AttributeRef::Json(_) => return None,
-    };
-    parse_decimal(text)
+    match value.view() {
+        ValueView::String(text) | ValueView::Number(text) => parse_decimal(text),
+        ValueView::Null | ValueView::Bool(_) | ValueView::Composite => None,
+    }
 }
 
 /// Parses decimal text exactly, including exponent notation (`1e3`).
@@ -440,16 +433,18 @@ pub fn parse_decimal(text: &str) -> Option<Decimal> {
 }
 
 fn json_eq(value: AttributeRef<'_>, want: &Value) -> bool {
-    match (value, want) {
-        (AttributeRef::Str(s), Value::String(w)) => s == w,
-        (AttributeRef::Str(_), _) => false,
-        (AttributeRef::Json(Value::Number(a)), Value::Number(b)) => {
-            match (parse_decimal(a.as_str()), parse_decimal(b.as_str())) {
+    match (value.view(), want) {
+        (ValueView::String(s), Value::String(w)) => s == w,
+        (ValueView::Number(a), Value::Number(b)) => {
+            match (parse_decimal(a), parse_decimal(b.as_str())) {
                 (Some(x), Some(y)) => x == y,
-                _ => a == b,
+                _ => a == b.as_str(),
             }
         }
-        (AttributeRef::Json(v), w) => v == w,
+        (ValueView::Bool(a), Value::Bool(b)) => a == *b,
+        (ValueView::Null, Value::Null) => true,
+        (ValueView::Composite, w) => value.to_value() == *w,
+        _ => false,
     }
 }
 

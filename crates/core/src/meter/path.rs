@@ -5,10 +5,8 @@
 //! value per event. Written by hand because general JSONPath libraries evaluate to node lists
 //! and allocate per evaluation; this runs once per event per meter on the ingest path.
 
-use serde_json::Value;
-
 use super::MeterError;
-use crate::event::{AttributeName, AttributeRef, Event};
+use crate::event::{AttributeName, AttributeRef, Attributes};
 use crate::limits::JSON_PATH_BYTES_MAX;
 
 /// A parsed singular path. The first segment names an event attribute (`data`, `subject`, an
@@ -98,21 +96,14 @@ impl JsonPath {
     }
 
     /// The value at this path in the event, if present.
-    pub fn resolve<'e>(&self, event: &'e Event) -> Option<AttributeRef<'e>> {
-        let root = event.get(&self.attribute)?;
-        if self.rest.is_empty() {
-            return Some(root);
-        }
-        let AttributeRef::Json(mut value) = root else {
-            return None;
-        };
+    pub fn resolve<'e, E: Attributes + ?Sized>(&self, event: &'e E) -> Option<AttributeRef<'e>> {
+        let mut value = event.get(&self.attribute)?;
         for segment in &self.rest {
-            value = match (segment, value) {
-                (Segment::Key(k), Value::Object(map)) => map.get(k)?,
-                (Segment::Index(i), Value::Array(items)) => items.get(*i)?,
-                _ => return None,
+            value = match segment {
+                Segment::Key(k) => value.child(Some(k), None)?,
+                Segment::Index(i) => value.child(None, Some(*i))?,
             };
         }
-        Some(AttributeRef::Json(value))
+        Some(value)
     }
 }

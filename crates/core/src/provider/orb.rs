@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::dedup::IdentityKey;
-use crate::event::{AttributeRef, Event};
+use crate::event::{AttributeRef, Event, ValueView};
 use crate::meter::JsonPath;
 use crate::money::Currency;
 use crate::time::UnixMs;
@@ -173,13 +173,10 @@ pub struct OrbEvent {
 }
 
 fn scalar(v: AttributeRef<'_>) -> Option<Value> {
-    match v {
-        AttributeRef::Str(s) => Some(Value::String(s.to_owned())),
-        AttributeRef::Json(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => {
-            Some(v.clone())
-        }
+    match v.view() {
+        ValueView::String(_) | ValueView::Number(_) | ValueView::Bool(_) => Some(v.to_value()),
         // Orb allows only flat values; null, objects and arrays are left out.
-        AttributeRef::Json(_) => None,
+        ValueView::Null | ValueView::Composite => None,
     }
 }
 

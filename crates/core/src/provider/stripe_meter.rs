@@ -24,11 +24,10 @@
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
-use serde_json::Value;
 use thiserror::Error;
 
 use crate::dedup::IdentityKey;
-use crate::event::{AttributeRef, Event};
+use crate::event::{Event, ValueView};
 use crate::meter::JsonPath;
 use crate::time::UnixMs;
 
@@ -201,11 +200,9 @@ pub fn value(event: &Event, path: Option<&JsonPath>) -> Result<Decimal, StripeMe
     let missing = || StripeMeterError::ValueMissing {
         path: path.as_str().to_owned(),
     };
-    let text = match path.resolve(event).ok_or_else(missing)? {
-        AttributeRef::Str(s) => s.to_owned(),
-        AttributeRef::Json(Value::String(s)) => s.clone(),
-        AttributeRef::Json(Value::Number(n)) => n.to_string(),
-        AttributeRef::Json(_) => return Err(missing()),
+    let text = match path.resolve(event).ok_or_else(missing)?.view() {
+        ValueView::String(s) | ValueView::Number(s) => s.to_owned(),
+        ValueView::Null | ValueView::Bool(_) | ValueView::Composite => return Err(missing()),
     };
     let not_whole = || StripeMeterError::ValueNotWhole {
         text: text.chars().take(40).collect(),
@@ -286,7 +283,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::dedup::identity;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn event(id: &str, time_ms: i64, data: Value) -> Event {
         let raw = json!({

@@ -21,9 +21,8 @@ mod tests;
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
-use serde_json::Value;
 
-use crate::event::Event;
+use crate::event::{Attributes, ValueView};
 use crate::time::UnixMs;
 
 /// Event type that opens a session.
@@ -56,15 +55,15 @@ pub struct SessionEvent {
 impl SessionEvent {
     /// Reads a session event; `None` for any other event, or one without a usable
     /// `data.session_id`.
-    pub fn of(event: &Event) -> Option<SessionEvent> {
-        let side = match event.event_type.as_str() {
+    pub fn of<E: Attributes + ?Sized>(event: &E) -> Option<SessionEvent> {
+        let side = match event.event_type() {
             SESSION_STARTED => Side::Started,
             SESSION_ENDED => Side::Ended,
             _ => return None,
         };
-        let id = match event.data.get("session_id")? {
-            Value::String(s) if !s.is_empty() => s.clone(),
-            Value::Number(n) => n.to_string(),
+        let id = match event.data().child(Some("session_id"), None)?.view() {
+            ValueView::String(s) if !s.is_empty() => s,
+            ValueView::Number(n) => n,
             _ => return None,
         };
         let mut cut = id.len().min(SESSION_ID_BYTES_MAX);

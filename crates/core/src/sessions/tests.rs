@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::event::Event;
 
 const T: i64 = 1_000_000;
 

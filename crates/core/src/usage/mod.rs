@@ -29,7 +29,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use self::cells::{Cell, CountCell, LatestCell, MaxCell, MinCell, Series, SumCell, UniqueCell};
 pub use self::error::UsageError;
 pub use self::window::{WindowSize, windows};
-use crate::event::{Event, Subject};
+use crate::event::{Attributes, Subject};
 use crate::limits::USAGE_ROWS_MAX;
 use crate::meter::{Aggregation, Meter, Observation, Reading};
 use crate::time::UnixMs;
@@ -216,7 +216,7 @@ pub enum ObservedReading {
 
 impl Observed {
     /// Reads one event with one meter.
-    pub fn of(meter: &Meter, event: &Event) -> Observed {
+    pub fn of<E: Attributes + ?Sized>(meter: &Meter, event: &E) -> Observed {
         let (group, reading) = match meter.observe(event) {
             Observation::NotMatched => return Observed::NotMatched,
             Observation::Skipped => return Observed::Skipped,
@@ -344,9 +344,9 @@ impl Rollup {
     }
 
     /// Applies one accepted event. `seq` is its ingest sequence (orders `latest`).
-    pub fn apply(&mut self, event: &Event, seq: u64) {
+    pub fn apply<E: Attributes + ?Sized>(&mut self, event: &E, seq: u64) {
         let observed = Observed::of(&self.meter, event);
-        self.apply_observed(event.subject.as_str(), event.time, seq, &observed);
+        self.apply_observed(event.subject(), event.time(), seq, &observed);
     }
 
     /// Applies what [`Observed::of`] read from an event with this rollup's meter (the engine

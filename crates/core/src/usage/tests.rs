@@ -12,6 +12,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
+use crate::event::Event;
 use crate::limits::USAGE_WINDOWS_MAX;
 use crate::meter::{MeterSlug, MeterSpec};
 use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};

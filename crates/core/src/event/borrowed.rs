@@ -1,0 +1,302 @@
+//! The borrowed form of an event: attributes and `data` read straight out of the event's JSON
+//! text. This is the parse of the ingest path, where building a `serde_json::Value` (a heap
+//! allocation per key, string and number, freed again a moment later) cost more than the rest
+//! of the parse; [`Event`] is made from it where an owned event is needed.
+//!
+//! Every value is first captured as a `serde_json` raw value (validated, borrowed, no
+//! allocation) and then classified by its first byte, so the grammar stays serde_json's own.
+//! Strings without escapes and numbers without an exponent stay borrowed from the text; a
+//! number's text is the one `serde_json::Number` keeps with `arbitrary_precision`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer as _, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::{
+    AttributeRef, Attributes, Event, EventError, EventId, EventSource, EventType, Subject,
+};
+use crate::time::UnixMs;
+
+/// A JSON value borrowed from an event's text.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JsonRef<'a> {
+    /// `null`.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// A number, its text as `serde_json::Number` keeps it with `arbitrary_precision`: as
+    /// written, except that an exponent is spelled `e` with an explicit sign (`1E5` → `1e+5`).
+    Number(Cow<'a, str>),
+    /// A string, unescaped.
+    String(Cow<'a, str>),
+    /// An array.
+    Array(Vec<JsonRef<'a>>),
+    /// An object's members sorted by key; a repeated key keeps its last value, as
+    /// `serde_json::Value` does.
+    Object(Vec<(Cow<'a, str>, JsonRef<'a>)>),
+}
+
+impl<'a> JsonRef<'a> {
+    /// Reads one JSON value from its text (already known to be one valid JSON value, as a
+    /// captured raw value is).
+    fn from_raw(raw: &'a str) -> Result<JsonRef<'a>, serde_json::Error> {
+        Ok(match raw.as_bytes().first() {
+            Some(b'"') => {
+                let inner = raw
+                    .strip_prefix('"')
+                    .and_then(|s| s.strip_suffix('"'))
+                    .unwrap_or_default();
+                if inner.contains('\\') {
+                    JsonRef::String(Cow::Owned(serde_json::from_str(raw)?))
+                } else {
+                    JsonRef::String(Cow::Borrowed(inner))
+                }
+            }
+            Some(b'{' | b'[') => serde_json::Deserializer::from_str(raw).deserialize_any(Nested)?,
+            Some(b't') => JsonRef::Bool(true),
+            Some(b'f') => JsonRef::Bool(false),
+            Some(b'n') => JsonRef::Null,
+            _ => JsonRef::Number(number_text(raw)),
+        })
+    }
+
+    /// The member `key` of an object.
+    pub fn get(&self, key: &str) -> Option<&JsonRef<'a>> {
+        let JsonRef::Object(members) = self else {
+            return None;
+        };
+        members
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .and_then(|i| members.get(i))
+            .map(|(_, v)| v)
+    }
+
+    /// The owned `serde_json::Value` of the same JSON.
+    pub fn to_value(&self) -> Value {
+        match self {
+            JsonRef::Null => Value::Null,
+            JsonRef::Bool(b) => Value::Bool(*b),
+            // The text was validated as a JSON number when it was captured.
+            JsonRef::Number(text) => text
+                .parse::<serde_json::Number>()
+                .map_or(Value::Null, Value::Number),
+            JsonRef::String(s) => Value::String(s.clone().into_owned()),
+            JsonRef::Array(items) => Value::Array(items.iter().map(JsonRef::to_value).collect()),
+            JsonRef::Object(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| (k.clone().into_owned(), v.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// A short name of the kind of value, for error messages.
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            JsonRef::Null => "null",
+            JsonRef::Bool(_) => "a boolean",
+            JsonRef::Number(_) => "a number",
+            JsonRef::String(_) => "a string",
+            JsonRef::Array(_) => "an array",
+            JsonRef::Object(_) => "an object",
+        }
+    }
+}
+
+/// A number's text as serde_json's `arbitrary_precision` scanner writes it. Stored
+/// fingerprints and group keys were made from that text, so the borrowed parse must give the
+/// same bytes.
+fn number_text(raw: &str) -> Cow<'_, str> {
+    let Some(at) = raw.find(['e', 'E']) else {
+        return Cow::Borrowed(raw);
+    };
+    let (mantissa, exponent) = raw.split_at(at);
+    let digits = exponent.get(1..).unwrap_or_default();
+    let sign = if digits.starts_with(['+', '-']) {
+        ""
+    } else {
+        "+"
+    };
+    Cow::Owned(format!("{mantissa}e{sign}{digits}"))
+}
+
+/// Reads an object or array whose members are captured raw and classified.
+struct Nested;
+
+impl<'de> Visitor<'de> for Nested {
+    type Value = JsonRef<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object or array")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonRef<'de>, A::Error> {
+        let mut members = Vec::new();
+        while let Some(CowStr(key)) = map.next_key()? {
+            let raw: &'de RawValue = map.next_value()?;
+            members.push((
+                key,
+                JsonRef::from_raw(raw.get()).map_err(de::Error::custom)?,
+            ));
+        }
+        Ok(JsonRef::Object(sorted_members(members)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonRef<'de>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            items.push(JsonRef::from_raw(raw.get()).map_err(de::Error::custom)?);
+        }
+        Ok(JsonRef::Array(items))
+    }
+}
+
+/// Members sorted by key, the last of a repeated key kept.
+fn sorted_members<'a>(
+    mut members: Vec<(Cow<'a, str>, JsonRef<'a>)>,
+) -> Vec<(Cow<'a, str>, JsonRef<'a>)> {
+    if members.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0)) {
+        return members;
+    }
+    // A stable sort keeps repeats in their order; reversed, the last one comes first and
+    // `dedup_by` keeps it.
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    members.reverse();
+    members.dedup_by(|later, earlier| later.0 == earlier.0);
+    members.reverse();
+    members
+}
+
+/// A string key, borrowed from the text when it has no escapes (serde's own `Cow<str>`
+/// always copies).
+struct CowStr<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// One validated event, borrowed from its JSON text. The same invariants as [`Event`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRef<'a> {
+    /// `id`.
+    pub id: Cow<'a, str>,
+    /// `source`.
+    pub source: Cow<'a, str>,
+    /// `type`.
+    pub event_type: Cow<'a, str>,
+    /// `subject`: the customer key.
+    pub subject: Cow<'a, str>,
+    /// `time` as sent, or the receive time when the sender left it out.
+    pub time: UnixMs,
+    /// The `time` text as sent (None when absent).
+    pub time_text: Option<Cow<'a, str>>,
+    /// `datacontenttype`, when given.
+    pub datacontenttype: Option<Cow<'a, str>>,
+    /// `data` (`null` when absent).
+    pub data: JsonRef<'a>,
+    /// Extension attributes and `dataschema` / `data_base64`, sorted by name.
+    pub extensions: Vec<(Cow<'a, str>, JsonRef<'a>)>,
+}
+
+impl<'a> EventRef<'a> {
+    /// Parses one event from its JSON text. `received` stands in for a missing `time`.
+    pub fn parse(raw: &'a str, received: UnixMs) -> Result<EventRef<'a>, EventError> {
+        super::parse_wire(raw)?.validate(received)
+    }
+
+    /// The owned event.
+    pub fn to_event(&self) -> Event {
+        let owned = |c: &Cow<'a, str>| c.clone().into_owned();
+        Event {
+            id: EventId(owned(&self.id)),
+            source: EventSource(owned(&self.source)),
+            event_type: EventType(owned(&self.event_type)),
+            subject: Subject(owned(&self.subject)),
+            time: self.time,
+            time_text: self.time_text.as_ref().map(owned),
+            datacontenttype: self.datacontenttype.as_ref().map(owned),
+            data: self.data.to_value(),
+            extensions: self
+                .extensions
+                .iter()
+                .map(|(k, v)| (owned(k), v.to_value()))
+                .collect(),
+        }
+    }
+}
+
+impl Attributes for EventRef<'_> {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn source(&self) -> &str {
+        &self.source
+    }
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn time(&self) -> UnixMs {
+        self.time
+    }
+    fn time_text(&self) -> Option<&str> {
+        self.time_text.as_deref()
+    }
+    fn datacontenttype(&self) -> Option<&str> {
+        self.datacontenttype.as_deref()
+    }
+    fn data(&self) -> AttributeRef<'_> {
+        AttributeRef::Borrowed(&self.data)
+    }
+    fn extension(&self, name: &str) -> Option<AttributeRef<'_>> {
+        self.extensions
+            .binary_search_by(|(k, _)| k.as_ref().cmp(name))
+            .ok()
+            .and_then(|i| self.extensions.get(i))
+            .map(|(_, v)| AttributeRef::Borrowed(v))
+    }
+    fn extensions(&self) -> impl Iterator<Item = (&str, AttributeRef<'_>)> {
+        self.extensions
+            .iter()
+            .map(|(k, v)| (k.as_ref(), AttributeRef::Borrowed(v)))
+    }
+}
+
+/// Reads any attribute value: captured raw (so a syntax error inside it stays a syntax error),
+/// then classified.
+pub(super) fn next_json<'de, A: MapAccess<'de>>(map: &mut A) -> Result<JsonRef<'de>, A::Error> {
+    let raw: &'de RawValue = map.next_value()?;
+    JsonRef::from_raw(raw.get()).map_err(de::Error::custom)
+}
+
+/// Reads a map key, borrowed when it has no escapes.
+pub(super) fn next_key<'de, A: MapAccess<'de>>(
+    map: &mut A,
+) -> Result<Option<Cow<'de, str>>, A::Error> {
+    Ok(map.next_key::<CowStr<'de>>()?.map(|k| k.0))
+}
