@@ -725,11 +725,11 @@ impl Engine {
                 })
             },
             &mut fresh,
-            |e| e.time >= from && e.time < to && subjects.contains(e.subject.as_str()),
+            |e| e.time >= from && e.time < to && subjects.contains(e.subject.as_ref()),
             |event, committed| {
                 events += 1;
                 if committed > late_after {
-                    late.entry(event.subject.as_str().to_owned())
+                    late.entry(event.subject.to_string())
                         .or_default()
                         .push((event.time, committed));
                 }
@@ -847,7 +847,17 @@ pub struct Recomputed {
 
 /// Stored events parsed and read by every meter, on their way from the parse thread to the
 /// apply thread of a replay.
-type ReplayChunk = (UnixMs, Vec<(u64, Event, Vec<Observed>)>);
+type ReplayChunk = (UnixMs, Vec<Replayed>);
+
+/// What the apply stage of a replay needs of one stored event, read by the parse stage.
+struct Replayed {
+    seq: u64,
+    time: UnixMs,
+    subject: Box<str>,
+    /// What each meter read, in the order of the rollups.
+    observed: Vec<Observed>,
+    session: Option<SessionEvent>,
+}
 
 /// Frames (or parsed chunks) in flight between the threads of a replay.
 const REPLAY_QUEUE_MAX: usize = 4;
@@ -889,9 +899,9 @@ fn replay(
         |_| true,
         |event, _| {
             if let Some(book) = sessions.as_deref_mut()
-                && let Some(s) = SessionEvent::of(event)
+                && let Some(s) = &event.session
             {
-                book.observe(event.subject.as_str(), &s, event.time);
+                book.observe(&event.subject, s, event.time);
             }
         },
     )?;
@@ -905,8 +915,8 @@ fn replay(
 fn parse_and_fold(
     read: impl FnOnce(&Sender<(frames::StoredFrame, UnixMs)>) -> Result<(), StoreError>,
     rollups: &mut [MeterUsage],
-    keep: impl Fn(&Event) -> bool + Send,
-    mut on_event: impl FnMut(&Event, UnixMs) + Send,
+    keep: impl Fn(&EventRef<'_>) -> bool + Send,
+    mut on_event: impl FnMut(&Replayed, UnixMs) + Send,
 ) -> Result<(), StoreError> {
     let meters: Vec<Meter> = rollups.iter().map(|r| r.meter().clone()).collect();
     std::thread::scope(|scope| -> Result<(), StoreError> {
@@ -917,11 +927,16 @@ fn parse_and_fold(
             for (frame, committed) in frame_rx {
                 let mut chunk = Vec::with_capacity(frame.event_count as usize);
                 frame.for_each_event(|seq, time, raw| {
-                    let event = Event::parse(raw, time)
+                    let event = EventRef::parse(raw, time)
                         .map_err(|e| StoreError::Corrupt(format!("stored event {seq}: {e}")))?;
                     if keep(&event) {
-                        let observed = meters.iter().map(|m| Observed::of(m, &event)).collect();
-                        chunk.push((seq, event, observed));
+                        chunk.push(Replayed {
+                            seq,
+                            time: event.time,
+                            subject: event.subject.as_ref().into(),
+                            observed: meters.iter().map(|m| Observed::of(m, &event)).collect(),
+                            session: SessionEvent::of(&event),
+                        });
                     }
                     Ok(())
                 })?;
@@ -933,9 +948,9 @@ fn parse_and_fold(
         });
         let applier = scope.spawn(move || {
             for (committed, chunk) in chunk_rx {
-                for (seq, event, observed) in &chunk {
-                    for (rollup, o) in rollups.iter_mut().zip(observed) {
-                        rollup.apply_observed_mut(event, *seq, o);
+                for event in &chunk {
+                    for (rollup, o) in rollups.iter_mut().zip(&event.observed) {
+                        rollup.apply_observed_mut(&event.subject, event.time, event.seq, o);
                     }
                     on_event(event, committed);
                 }

@@ -7,9 +7,9 @@
 //! lock, so they are consistent with some commit; two customers may be read a commit apart.
 
 use parking_lot::RwLock;
-use tollgate_core::event::Event;
 use tollgate_core::limits::USAGE_ROWS_MAX;
 use tollgate_core::meter::Meter;
+use tollgate_core::time::UnixMs;
 use tollgate_core::usage::{Observed, Rollup, RollupStats, UsageError, UsageQuery, UsageRow};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -55,11 +55,16 @@ impl MeterUsage {
 
     /// Applies what the meter read from one event, with exclusive access (replay, backfill:
     /// no lock taken).
-    pub fn apply_observed_mut(&mut self, event: &Event, seq: u64, observed: &Observed) {
-        let subject = event.subject.as_str();
+    pub fn apply_observed_mut(
+        &mut self,
+        subject: &str,
+        time: UnixMs,
+        seq: u64,
+        observed: &Observed,
+    ) {
         self.shards[shard_of(subject)]
             .get_mut()
-            .apply_observed(subject, event.time, seq, observed);
+            .apply_observed(subject, time, seq, observed);
     }
 
     /// Write access to one shard (the apply thread folds a group into shard `s` of every
