@@ -41,8 +41,13 @@ pub enum JsonRef<'a> {
 
 impl<'a> JsonRef<'a> {
     /// Reads one JSON value from its text (already known to be one valid JSON value, as a
-    /// captured raw value is).
-    fn from_raw(raw: &'a str) -> Result<JsonRef<'a>, serde_json::Error> {
+    /// captured raw value is). `level` is the nesting level the value would open if it is an
+    /// object or array (the event's own object is level 1).
+    fn from_raw(
+        raw: &'a str,
+        level: usize,
+        depth: &Depth,
+    ) -> Result<JsonRef<'a>, serde_json::Error> {
         Ok(match raw.as_bytes().first() {
             Some(b'"') => {
                 let inner = raw
@@ -55,12 +60,43 @@ impl<'a> JsonRef<'a> {
                     JsonRef::String(Cow::Borrowed(inner))
                 }
             }
-            Some(b'{' | b'[') => serde_json::Deserializer::from_str(raw).deserialize_any(Nested)?,
+            Some(b'{' | b'[') if level <= BORROWED_LEVELS_MAX => {
+                serde_json::Deserializer::from_str(raw).deserialize_any(Nested { level, depth })?
+            }
+            // Deeper containers are rare: one owned parse of the whole subtree keeps the work
+            // linear in the text (a borrowed read per level would scan it again per level).
+            Some(b'{' | b'[') => {
+                let value = serde_json::from_str::<Value>(raw).ok();
+                match value.filter(|v| level - 1 + levels_of(v) <= NESTING_LEVELS_MAX) {
+                    Some(v) => JsonRef::from_value(&v),
+                    None => {
+                        depth.exceeded.set(true);
+                        return Err(de::Error::custom("recursion limit exceeded"));
+                    }
+                }
+            }
             Some(b't') => JsonRef::Bool(true),
             Some(b'f') => JsonRef::Bool(false),
             Some(b'n') => JsonRef::Null,
             _ => JsonRef::Number(number_text(raw)),
         })
+    }
+
+    /// The same JSON as an owned `serde_json::Value` holds it (its objects are already sorted
+    /// by key, a repeated key kept last).
+    fn from_value(value: &Value) -> JsonRef<'static> {
+        match value {
+            Value::Null => JsonRef::Null,
+            Value::Bool(b) => JsonRef::Bool(*b),
+            Value::Number(n) => JsonRef::Number(Cow::Owned(n.as_str().to_owned())),
+            Value::String(s) => JsonRef::String(Cow::Owned(s.clone())),
+            Value::Array(items) => JsonRef::Array(items.iter().map(JsonRef::from_value).collect()),
+            Value::Object(map) => JsonRef::Object(
+                map.iter()
+                    .map(|(k, v)| (Cow::Owned(k.clone()), JsonRef::from_value(v)))
+                    .collect(),
+            ),
+        }
     }
 
     /// The member `key` of an object.
@@ -125,10 +161,43 @@ fn number_text(raw: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{mantissa}e{sign}{digits}"))
 }
 
-/// Reads an object or array whose members are captured raw and classified.
-struct Nested;
+/// Most nesting levels of an event, its own object included: serde_json's recursion limit,
+/// which the parse into `serde_json::Value` enforced before the borrowed parse existed.
+const NESTING_LEVELS_MAX: usize = 127;
 
-impl<'de> Visitor<'de> for Nested {
+/// Levels read borrowed: the event object, its attribute values and their members. Below
+/// that a subtree is parsed once into a `Value`.
+const BORROWED_LEVELS_MAX: usize = 2;
+
+/// Nesting levels of a value: 0 for a scalar, 1 for a flat object or array.
+fn levels_of(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(levels_of).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(levels_of).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Set when a value nests deeper than [`NESTING_LEVELS_MAX`], so that the parse reports a
+/// malformed event (as serde_json's recursion limit did) rather than an invalid attribute.
+#[derive(Default)]
+pub(super) struct Depth {
+    exceeded: std::cell::Cell<bool>,
+}
+
+impl Depth {
+    pub(super) fn exceeded(&self) -> bool {
+        self.exceeded.get()
+    }
+}
+
+/// Reads an object or array whose members are captured raw and classified.
+struct Nested<'d> {
+    level: usize,
+    depth: &'d Depth,
+}
+
+impl<'de> Visitor<'de> for Nested<'_> {
     type Value = JsonRef<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -139,10 +208,8 @@ impl<'de> Visitor<'de> for Nested {
         let mut members = Vec::new();
         while let Some(CowStr(key)) = map.next_key()? {
             let raw: &'de RawValue = map.next_value()?;
-            members.push((
-                key,
-                JsonRef::from_raw(raw.get()).map_err(de::Error::custom)?,
-            ));
+            let value = JsonRef::from_raw(raw.get(), self.level + 1, self.depth);
+            members.push((key, value.map_err(de::Error::custom)?));
         }
         Ok(JsonRef::Object(sorted_members(members)))
     }
@@ -150,7 +217,8 @@ impl<'de> Visitor<'de> for Nested {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonRef<'de>, A::Error> {
         let mut items = Vec::new();
         while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            items.push(JsonRef::from_raw(raw.get()).map_err(de::Error::custom)?);
+            let item = JsonRef::from_raw(raw.get(), self.level + 1, self.depth);
+            items.push(item.map_err(de::Error::custom)?);
         }
         Ok(JsonRef::Array(items))
     }
@@ -289,9 +357,13 @@ impl Attributes for EventRef<'_> {
 
 /// Reads any attribute value: captured raw (so a syntax error inside it stays a syntax error),
 /// then classified.
-pub(super) fn next_json<'de, A: MapAccess<'de>>(map: &mut A) -> Result<JsonRef<'de>, A::Error> {
+pub(super) fn next_json<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    depth: &Depth,
+) -> Result<JsonRef<'de>, A::Error> {
     let raw: &'de RawValue = map.next_value()?;
-    JsonRef::from_raw(raw.get()).map_err(de::Error::custom)
+    // Attribute values sit at level 2, inside the event's object.
+    JsonRef::from_raw(raw.get(), 2, depth).map_err(de::Error::custom)
 }
 
 /// Reads a map key, borrowed when it has no escapes.

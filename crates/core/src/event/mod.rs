@@ -345,10 +345,19 @@ fn parse_wire(raw: &str) -> Result<Wire<'_>, EventError> {
             message: "expected a JSON object".into(),
         });
     }
+    let depth = borrowed::Depth::default();
     let mut de = serde_json::Deserializer::from_str(raw);
     let wire = de
-        .deserialize_map(WireVisitor)
-        .map_err(EventError::from_json)?;
+        .deserialize_map(WireVisitor { depth: &depth })
+        .map_err(|e| {
+            if depth.exceeded() {
+                EventError::Malformed {
+                    message: format!("{e}: values nest deeper than serde_json's 127 levels"),
+                }
+            } else {
+                EventError::from_json(e)
+            }
+        })?;
     de.end().map_err(EventError::from_json)?;
     Ok(wire)
 }
@@ -423,9 +432,11 @@ fn truncate(text: &str) -> String {
 }
 
 /// Reads the top-level object in one pass without buffering (serde's `flatten` would).
-struct WireVisitor;
+struct WireVisitor<'d> {
+    depth: &'d borrowed::Depth,
+}
 
-impl<'de> Visitor<'de> for WireVisitor {
+impl<'de> Visitor<'de> for WireVisitor<'_> {
     type Value = Wire<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -447,7 +458,7 @@ impl<'de> Visitor<'de> for WireVisitor {
                     if wire.data.is_some() {
                         return Err(de::Error::custom("duplicate attribute `data`"));
                     }
-                    wire.data = Some(borrowed::next_json(&mut map)?);
+                    wire.data = Some(borrowed::next_json(&mut map, self.depth)?);
                     continue;
                 }
                 name => {
@@ -466,7 +477,7 @@ impl<'de> Visitor<'de> for WireVisitor {
                     if wire.extensions.iter().any(|(k, _)| *k == key) {
                         return Err(de::Error::custom(format!("duplicate attribute `{name}`")));
                     }
-                    let value = borrowed::next_json(&mut map)?;
+                    let value = borrowed::next_json(&mut map, self.depth)?;
                     wire.extensions.push((key, value));
                     continue;
                 }
@@ -476,7 +487,7 @@ impl<'de> Visitor<'de> for WireVisitor {
             }
             // Any JSON value is read first, so that a syntax error inside it stays a syntax
             // error (malformed_event) instead of being reported as a wrongly typed attribute.
-            match borrowed::next_json(&mut map)? {
+            match borrowed::next_json(&mut map, self.depth)? {
                 JsonRef::String(text) => *slot = Some(text),
                 other => {
                     return Err(de::Error::custom(format!(

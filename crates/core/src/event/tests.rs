@@ -135,6 +135,46 @@ fn malformed_event_for_non_json_non_object_and_trailing_garbage() {
     }
 }
 
+/// Nesting is limited exactly where serde_json's own parse of the whole event stops (its
+/// recursion limit), in `data`, in extensions and in core attributes, and a deeper value is a
+/// malformed event.
+#[test]
+fn nesting_stops_where_serde_json_stops() {
+    for depth in [1usize, 2, 3, 60, 125, 126, 127, 128, 200, 5_000] {
+        let array = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        let object = format!("{}1{}", r#"{"k":"#.repeat(depth), "}".repeat(depth));
+        for (attribute, value) in [
+            ("data", &array),
+            ("data", &object),
+            ("ext", &array),
+            ("id", &array),
+        ] {
+            let raw = format!(
+                r#"{{"specversion":"1.0","id":"a","source":"s","type":"t","subject":"c","{attribute}":{value}}}"#
+            )
+            .replacen(r#""id":"a","#, "", usize::from(attribute == "id"));
+            let oracle = serde_json::from_str::<Value>(&raw);
+            match (Event::parse(&raw, RECEIVED), oracle) {
+                (Ok(event), Ok(_)) => {
+                    if attribute == "data" {
+                        assert_eq!(event.data, serde_json::from_str::<Value>(value).unwrap());
+                    }
+                }
+                (Err(e), Ok(_)) => {
+                    // Only a type error may stop a value serde_json reads (`id` as an array).
+                    assert_eq!(
+                        (attribute, e.code()),
+                        ("id", "invalid_attribute"),
+                        "{depth}"
+                    );
+                }
+                (Err(e), Err(_)) => assert_eq!(e.code(), "malformed_event", "{attribute} {depth}"),
+                (Ok(_), Err(o)) => panic!("{attribute} at depth {depth} parsed; serde_json: {o}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn syntax_error_inside_an_attribute_value_is_malformed_not_invalid() {
     // A broken value where a string attribute is expected is still broken JSON.
