@@ -291,20 +291,21 @@ impl<'a> AttributeRef<'a> {
         }
     }
 
-    /// The value one key or array index further in, when there is one.
-    pub fn child(self, key: Option<&str>, index: Option<usize>) -> Option<AttributeRef<'a>> {
-        match (self, key, index) {
-            (AttributeRef::Json(Value::Object(map)), Some(k), _) => {
-                map.get(k).map(AttributeRef::Json)
-            }
-            (AttributeRef::Json(Value::Array(items)), _, Some(i)) => {
-                items.get(i).map(AttributeRef::Json)
-            }
-            (AttributeRef::Borrowed(v @ JsonRef::Object(_)), Some(k), _) => {
-                v.get(k).map(AttributeRef::Borrowed)
-            }
-            (AttributeRef::Borrowed(JsonRef::Array(items)), _, Some(i)) => {
-                items.get(i).map(AttributeRef::Borrowed)
+    /// The member `key` of an object value.
+    pub fn member(self, key: &str) -> Option<AttributeRef<'a>> {
+        match self {
+            AttributeRef::Json(Value::Object(map)) => map.get(key).map(AttributeRef::Json),
+            AttributeRef::Borrowed(v) => v.get(key).map(AttributeRef::Borrowed),
+            _ => None,
+        }
+    }
+
+    /// Item `index` of an array value.
+    pub fn item(self, index: usize) -> Option<AttributeRef<'a>> {
+        match self {
+            AttributeRef::Json(Value::Array(items)) => items.get(index).map(AttributeRef::Json),
+            AttributeRef::Borrowed(JsonRef::Array(items)) => {
+                items.get(index).map(AttributeRef::Borrowed)
             }
             _ => None,
         }

@@ -100,8 +100,8 @@ impl JsonPath {
         let mut value = event.get(&self.attribute)?;
         for segment in &self.rest {
             value = match segment {
-                Segment::Key(k) => value.child(Some(k), None)?,
-                Segment::Index(i) => value.child(None, Some(*i))?,
+                Segment::Key(k) => value.member(k)?,
+                Segment::Index(i) => value.item(*i)?,
             };
         }
         Some(value)

@@ -61,7 +61,7 @@ impl SessionEvent {
             SESSION_ENDED => Side::Ended,
             _ => return None,
         };
-        let id = match event.data().child(Some("session_id"), None)?.view() {
+        let id = match event.data().member("session_id")?.view() {
             ValueView::String(s) if !s.is_empty() => s,
             ValueView::Number(n) => n,
             _ => return None,
