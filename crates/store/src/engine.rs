@@ -32,7 +32,7 @@ use tollgate_core::time::{Clock, UnixMs};
 use tollgate_core::usage::{Observed, RollupStats, UsageError, UsageQuery, UsageRow};
 
 use crate::frames::{self, FrameBuilder};
-use crate::usage::{MeterUsage, ROLLUP_SHARDS, shard_of};
+use crate::usage::{MeterUsage, ROLLUP_SHARDS, SubjectNumbers, shard_of};
 use crate::{Metrics, StoreError, meters};
 
 /// Most events the writer puts into one group commit.
@@ -91,11 +91,10 @@ pub struct BatchOutcome {
 
 struct PreparedEvent {
     index: usize,
-    /// What each meter (in slug order, under the batch's epoch) reads from the event, worked
-    /// out while the event's data is still in cache.
-    observed: Vec<Observed>,
     /// The rollup shard of its subject, worked out while preparing.
     shard: usize,
+    /// Its subject's number in the engine's [`SubjectNumbers`], in that shard.
+    subject_number: u32,
     /// What the session gauge reads from it (`session.started` / `session.ended` only).
     session: Option<SessionEvent>,
     span: Range<usize>,
@@ -152,9 +151,17 @@ impl PreparedEvent {
 pub struct PreparedBatch {
     body: String,
     events: Vec<PreparedEvent>,
+    /// What each meter (in slug order, under the batch's epoch) reads from each event, worked
+    /// out while the event's data is still in cache: `meters` readings per event, in the order
+    /// of `events` (one allocation per batch, not one per event).
+    observed: Vec<Observed>,
+    /// Meters read per event.
+    meters: usize,
     rejected: Vec<ItemError>,
     /// The meter epoch the observations were made under.
     epoch: u64,
+    /// The numbering `subject_number`s come from (the preparing engine's).
+    numbers: Arc<SubjectNumbers>,
     /// When the batch is answered.
     answer: Answer,
 }
@@ -190,8 +197,10 @@ impl PreparedBatch {
         now: UnixMs,
         window_ms: i64,
         (epoch, meters): (u64, Vec<SharedRollup>),
+        numbers: Arc<SubjectNumbers>,
     ) -> Self {
         let mut events = Vec::with_capacity(spans.len());
+        let mut observed = Vec::with_capacity(spans.len() * meters.len());
         let mut rejected = Vec::new();
         for (index, span) in spans {
             let text = body.get(span.clone()).unwrap_or("");
@@ -201,14 +210,12 @@ impl PreparedBatch {
             });
             match parsed {
                 Ok(event) => {
-                    let observed = meters
-                        .iter()
-                        .map(|m| Observed::of(m.meter(), &event))
-                        .collect();
+                    observed.extend(meters.iter().map(|m| Observed::of(m.meter(), &event)));
+                    let shard = shard_of(&event.subject);
                     events.push(PreparedEvent {
                         index,
-                        observed,
-                        shard: shard_of(&event.subject),
+                        shard,
+                        subject_number: numbers.number(shard, &event.subject),
                         session: SessionEvent::of(&event),
                         time: event.time,
                         subject: Text::of(&event.subject, &body),
@@ -223,10 +230,19 @@ impl PreparedBatch {
         PreparedBatch {
             body,
             events,
+            observed,
+            meters: meters.len(),
             rejected,
             epoch,
+            numbers,
             answer: Answer::Visible,
         }
+    }
+
+    /// What the meters read from the `k`-th prepared event (empty when no meter read it).
+    fn observed_of(&self, k: usize) -> &[Observed] {
+        let n = self.meters;
+        self.observed.get(k * n..(k + 1) * n).unwrap_or_default()
     }
 
     /// Adds an error for an item that could not even be split out of the body.
@@ -405,6 +421,7 @@ pub struct Engine {
     tx: Option<Sender<Command>>,
     writer: Option<JoinHandle<()>>,
     rollups: RollupMap,
+    subject_numbers: Arc<SubjectNumbers>,
     sessions: SharedSessions,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
@@ -448,6 +465,7 @@ impl Engine {
                 .map(|r| (r.meter().slug.clone(), Arc::new(r)))
                 .collect(),
         }));
+        let subject_numbers = Arc::new(SubjectNumbers::default());
         let (tx, rx) = crossbeam_channel::bounded(WRITER_QUEUE_BATCHES_MAX);
         let writer = Writer {
             conn,
@@ -457,6 +475,7 @@ impl Engine {
             index,
             next_seq,
             rollups: Arc::clone(&map),
+            subject_numbers: Arc::clone(&subject_numbers),
             sessions: Arc::clone(&sessions),
             metrics: Arc::clone(&metrics),
             clock: Arc::clone(&clock),
@@ -474,6 +493,7 @@ impl Engine {
             tx: Some(tx),
             writer: Some(handle),
             rollups: map,
+            subject_numbers,
             sessions,
             metrics,
             clock,
@@ -512,6 +532,7 @@ impl Engine {
             self.clock.now(),
             self.config.acceptance_window_ms,
             meters,
+            Arc::clone(&self.subject_numbers),
         )
     }
 
@@ -993,7 +1014,7 @@ const APPLY_QUEUE_GROUPS_MAX: usize = 2;
 /// so a client that got its answer reads its own events.
 fn apply_loop(
     rx: Receiver<Applied>,
-    rollups: RollupMap,
+    (rollups, numbers): (RollupMap, Arc<SubjectNumbers>),
     sessions: SharedSessions,
     metrics: Arc<Metrics>,
 ) {
@@ -1007,7 +1028,7 @@ fn apply_loop(
                 verdicts,
                 first_seq,
             } => {
-                apply_to_rollups(&rollups, &group, &verdicts, first_seq);
+                apply_to_rollups((&rollups, &numbers), &group, &verdicts, first_seq);
                 apply_to_sessions(&sessions, &group, &verdicts);
                 for ((batch, reply), vs) in group.into_iter().zip(verdicts) {
                     let outcome = outcome_of(&batch, &vs);
@@ -1039,7 +1060,7 @@ fn apply_to_sessions(sessions: &SharedSessions, group: &[Queued], verdicts: &[Ve
 }
 
 fn apply_to_rollups(
-    rollups: &RollupMap,
+    (rollups, numbers): (&RollupMap, &Arc<SubjectNumbers>),
     group: &[Queued],
     verdicts: &[Vec<Verdict>],
     first_seq: u64,
@@ -1048,13 +1069,13 @@ fn apply_to_rollups(
     if rollups.is_empty() {
         return;
     }
-    let mut by_shard: Vec<Vec<(&PreparedEvent, &PreparedBatch, u64)>> =
-        vec![Vec::new(); ROLLUP_SHARDS];
+    // Each accepted event as (its batch, its position there, its sequence number), by shard.
+    let mut by_shard: Vec<Vec<(&PreparedBatch, usize, u64)>> = vec![Vec::new(); ROLLUP_SHARDS];
     let mut seq = first_seq;
     for ((batch, _), vs) in group.iter().zip(verdicts) {
-        for (ev, v) in batch.events.iter().zip(vs) {
+        for (k, (ev, v)) in batch.events.iter().zip(vs).enumerate() {
             if *v == Verdict::Accepted {
-                by_shard[ev.shard].push((ev, batch, seq));
+                by_shard[ev.shard].push((batch, k, seq));
                 seq += 1;
             }
         }
@@ -1066,16 +1087,20 @@ fn apply_to_rollups(
             continue;
         }
         let mut shards: Vec<_> = rollups.iter().map(|r| r.shard_mut(shard)).collect();
-        for (ev, batch, seq) in items {
-            if batch.epoch == epoch {
-                let subject = ev.subject(batch);
-                for (r, observed) in shards.iter_mut().zip(&ev.observed) {
-                    r.apply_observed(subject, ev.time, *seq, observed);
+        for &(batch, k, seq) in items {
+            let Some(ev) = batch.events.get(k) else {
+                continue;
+            };
+            if batch.epoch == epoch && Arc::ptr_eq(&batch.numbers, numbers) {
+                for (r, observed) in shards.iter_mut().zip(batch.observed_of(k)) {
+                    let subject = || ev.subject(batch);
+                    r.apply_observed_numbered(ev.subject_number, subject, ev.time, seq, observed);
                 }
             } else if let Some(event) = ev.reparse(batch) {
-                // The meters changed since the batch was read: read the event again.
+                // The meters changed since the batch was read (or another engine read it, whose
+                // meters and subject numbers are not these): read the event again.
                 for r in &mut shards {
-                    r.apply(&event, *seq);
+                    r.apply(&event, seq);
                 }
             }
         }
@@ -1092,6 +1117,7 @@ struct Writer {
     index: Index,
     next_seq: u64,
     rollups: RollupMap,
+    subject_numbers: Arc<SubjectNumbers>,
     sessions: SharedSessions,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
@@ -1114,11 +1140,12 @@ impl Writer {
     fn run(mut self, rx: Receiver<Command>) {
         let (apply_tx, apply_rx) = crossbeam_channel::bounded(APPLY_QUEUE_GROUPS_MAX);
         let rollups = Arc::clone(&self.rollups);
+        let numbers = Arc::clone(&self.subject_numbers);
         let sessions = Arc::clone(&self.sessions);
         let metrics = Arc::clone(&self.metrics);
         let applier = std::thread::Builder::new()
             .name("tollgate-apply".into())
-            .spawn(move || apply_loop(apply_rx, rollups, sessions, metrics));
+            .spawn(move || apply_loop(apply_rx, (rollups, numbers), sessions, metrics));
         match applier {
             Ok(handle) => {
                 self.apply = Some(apply_tx);

@@ -7,6 +7,7 @@
 //! lock, so they are consistent with some commit; two customers may be read a commit apart.
 
 use parking_lot::RwLock;
+use rustc_hash::FxHashMap;
 use tollgate_core::limits::USAGE_ROWS_MAX;
 use tollgate_core::meter::Meter;
 use tollgate_core::time::UnixMs;
@@ -20,6 +21,44 @@ pub const ROLLUP_SHARDS: usize = 16;
 pub fn shard_of(subject: &str) -> usize {
     // The remainder is below ROLLUP_SHARDS, so it fits any usize.
     usize::try_from(xxh3_64(subject.as_bytes()) % ROLLUP_SHARDS as u64).unwrap_or(0)
+}
+
+/// Dense numbers for subjects, one series per rollup shard, given while events are prepared
+/// (where a subject's text is in cache) so that folding an event into a rollup finds its
+/// subject by number instead of hashing and comparing its text again (see
+/// [`Rollup::apply_observed_numbered`]). A subject keeps its number for the life of the engine.
+#[derive(Debug)]
+pub struct SubjectNumbers {
+    shards: Vec<RwLock<FxHashMap<Box<str>, u32>>>,
+}
+
+impl Default for SubjectNumbers {
+    fn default() -> Self {
+        SubjectNumbers {
+            shards: (0..ROLLUP_SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
+}
+
+impl SubjectNumbers {
+    /// The number of `subject` (in `shard`, which must be [`shard_of`] it), given now if it
+    /// had none.
+    pub fn number(&self, shard: usize, subject: &str) -> u32 {
+        let numbers = &self.shards[shard];
+        if let Some(n) = numbers.read().get(subject) {
+            return *n;
+        }
+        let mut numbers = numbers.write();
+        if let Some(n) = numbers.get(subject) {
+            return *n;
+        }
+        let next = u32::try_from(numbers.len())
+            .ok()
+            .filter(|n| *n < u32::MAX)
+            .unwrap_or_else(|| panic!("more than 4G subjects in one rollup shard"));
+        numbers.insert(subject.into(), next);
+        next
+    }
 }
 
 /// A meter's usage in [`ROLLUP_SHARDS`] independently locked rollups.

@@ -349,6 +349,69 @@ fn escaped_subjects_and_ids_count_as_their_text() {
     assert_eq!(again.errors[0].id.as_deref(), Some("e2"));
 }
 
+/// Subjects are numbered while batches are prepared: many subjects over many batches, in
+/// every rollup shard and with meters added between batches, each count under their own name.
+#[test]
+fn subjects_numbered_at_prepare_count_under_their_own_names() {
+    let dir = TempDir::new("numbers");
+    let engine = open(&dir);
+    engine.put_meter_blocking(sum_meter("bytes")).unwrap();
+    let mut want: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for round in 0..5u32 {
+        if round == 2 {
+            engine.put_meter_blocking(unique_meter("sessions")).unwrap();
+        }
+        // Subjects overlap between rounds, and each round brings new ones.
+        let lines: Vec<String> = (0..200u32)
+            .map(|i| {
+                let id = round * 1000 + i;
+                let subject = format!("c{}", (i * 7 + round * 31) % (60 + round * 20));
+                *want.entry(subject.clone()).or_default() += u64::from(id);
+                event(id, &subject, i64::from(i % 50), u64::from(id))
+            })
+            .collect();
+        assert_eq!(ingest(&engine, &lines).accepted, 200);
+    }
+    let got: std::collections::BTreeMap<String, u64> = usage(&engine, "bytes", None)
+        .into_iter()
+        .map(|(subject, _, value)| (subject, value.parse().unwrap()))
+        .collect();
+    assert_eq!(got, want);
+    engine.close();
+    let engine = open(&dir);
+    let replayed: std::collections::BTreeMap<String, u64> = usage(&engine, "bytes", None)
+        .into_iter()
+        .map(|(subject, _, value)| (subject, value.parse().unwrap()))
+        .collect();
+    assert_eq!(replayed, want, "rebuilt from raw events");
+}
+
+/// A batch prepared by one engine and handed to another is read again under the second
+/// engine's meters (its subject numbers and readings belong to the first).
+#[test]
+fn a_batch_prepared_by_another_engine_counts_under_this_engines_meters() {
+    let (dir_a, dir_b) = (TempDir::new("engine-a"), TempDir::new("engine-b"));
+    let (a, b) = (open(&dir_a), open(&dir_b));
+    a.put_meter_blocking(unique_meter("m")).unwrap();
+    b.put_meter_blocking(sum_meter("m")).unwrap();
+    // Engine b numbers `c9` first, so the two engines give `c1` different numbers.
+    assert_eq!(ingest(&b, &[event(1, "c9", 1, 5)]).accepted, 1);
+    let body = [event(2, "c1", 1, 7), event(3, "c1", 1, 8)].join("\n");
+    let spans = ndjson_spans(&body);
+    let prepared = a.prepare(body, spans);
+    assert_eq!(b.ingest_blocking(prepared).unwrap().accepted, 2);
+    let mut got = usage(&b, "m", None);
+    got.sort();
+    let values: Vec<(String, String)> = got.into_iter().map(|(s, _, v)| (s, v)).collect();
+    assert_eq!(
+        values,
+        [
+            ("c1".to_owned(), "15".to_owned()),
+            ("c9".to_owned(), "5".to_owned())
+        ]
+    );
+}
+
 /// A batch prepared before a meter was added is folded into the new meter too: the writer
 /// reads such events again instead of using readings made under the old meters.
 #[test]

@@ -191,6 +191,9 @@ impl Depth {
     }
 }
 
+/// Members an object's vector is made for before its first member is read.
+const MEMBERS_EXPECTED: usize = 10;
+
 /// Reads an object or array whose members are captured raw and classified.
 struct Nested<'d> {
     level: usize,
@@ -205,7 +208,9 @@ impl<'de> Visitor<'de> for Nested<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonRef<'de>, A::Error> {
-        let mut members = Vec::new();
+        // serde_json gives no size hint; most objects of an event (itself, its `data`) have a
+        // handful of members, which this holds without growing.
+        let mut members = Vec::with_capacity(MEMBERS_EXPECTED);
         while let Some(CowStr(key)) = map.next_key()? {
             let raw: &'de RawValue = map.next_value()?;
             let value = JsonRef::from_raw(raw.get(), self.level + 1, self.depth);

@@ -293,10 +293,16 @@ pub struct Rollup {
     values: HashMap<u128, u32>,
     cells: Cells,
     groups_of_subject: HashMap<u32, Vec<u32>>,
+    /// The caller's dense subject numbers ([`Rollup::apply_observed_numbered`]) to this
+    /// rollup's subject ids; [`UNNUMBERED`] where the number was not seen yet.
+    by_number: Vec<u32>,
     stats: RollupStats,
     /// The group id of meters without dimensions (interned once).
     no_group: u32,
 }
+
+/// A caller's subject number this rollup has not seen yet.
+const UNNUMBERED: u32 = u32::MAX;
 
 /// What a query reads, worked out once before dispatching on the cell type.
 struct QueryPlan<'a> {
@@ -328,6 +334,7 @@ impl Rollup {
             values: HashMap::default(),
             cells,
             groups_of_subject: HashMap::default(),
+            by_number: Vec::new(),
             stats: RollupStats::default(),
             no_group,
         }
@@ -352,19 +359,71 @@ impl Rollup {
     /// Applies what [`Observed::of`] read from an event with this rollup's meter (the engine
     /// reads it where the event is parsed, while its data is still in cache).
     pub fn apply_observed(&mut self, subject: &str, time: UnixMs, seq: u64, observed: &Observed) {
-        let (group, reading) = match observed {
-            Observed::NotMatched => return,
+        if let Some((group, reading)) = self.counted(observed) {
+            let subject_id = self.subjects.intern(subject);
+            self.add_reading(subject_id, group, reading, time, seq);
+        }
+    }
+
+    /// [`Rollup::apply_observed`] for a subject the caller numbers densely (the engine numbers
+    /// subjects while it parses, where their text is in cache): the number finds the subject
+    /// without hashing or reading its text, which `subject` gives only the first time this
+    /// rollup sees the number. A caller must give one number to one subject text only.
+    pub fn apply_observed_numbered<'s>(
+        &mut self,
+        number: u32,
+        subject: impl FnOnce() -> &'s str,
+        time: UnixMs,
+        seq: u64,
+        observed: &Observed,
+    ) {
+        let Some((group, reading)) = self.counted(observed) else {
+            return;
+        };
+        let at = number as usize;
+        let subject_id = match self.by_number.get(at) {
+            Some(id) if *id != UNNUMBERED => *id,
+            _ => {
+                let id = self.subjects.intern(subject());
+                if self.by_number.len() <= at {
+                    self.by_number.resize(at + 1, UNNUMBERED);
+                }
+                if let Some(slot) = self.by_number.get_mut(at) {
+                    *slot = id;
+                }
+                id
+            }
+        };
+        self.add_reading(subject_id, group, reading, time, seq);
+    }
+
+    /// The group and reading of an observation that counts (`skipped` is tallied here).
+    fn counted<'o>(
+        &mut self,
+        observed: &'o Observed,
+    ) -> Option<(&'o Option<Box<str>>, &'o ObservedReading)> {
+        match observed {
+            Observed::NotMatched => None,
             Observed::Skipped => {
                 self.stats.skipped += 1;
-                return;
+                None
             }
-            Observed::Counted { group, reading } => (group, reading),
-        };
+            Observed::Counted { group, reading } => Some((group, reading)),
+        }
+    }
+
+    fn add_reading(
+        &mut self,
+        subject_id: u32,
+        group: &Option<Box<str>>,
+        reading: &ObservedReading,
+        time: UnixMs,
+        seq: u64,
+    ) {
         let group_id = match group {
             None => self.no_group,
             Some(key) => self.groups.intern(key),
         };
-        let subject_id = self.subjects.intern(subject);
         let key = (subject_id, group_id);
         let minute = time.minute();
         let created = match (&mut self.cells, reading) {
