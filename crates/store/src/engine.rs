@@ -1059,6 +1059,9 @@ fn apply_to_sessions(sessions: &SharedSessions, group: &[Queued], verdicts: &[Ve
     }
 }
 
+/// An accepted event of a group: its batch, its position there, its sequence number.
+type Accepted<'g> = (&'g PreparedBatch, usize, u64);
+
 fn apply_to_rollups(
     (rollups, numbers): (&RollupMap, &Arc<SubjectNumbers>),
     group: &[Queued],
@@ -1069,8 +1072,7 @@ fn apply_to_rollups(
     if rollups.is_empty() {
         return;
     }
-    // Each accepted event as (its batch, its position there, its sequence number), by shard.
-    let mut by_shard: Vec<Vec<(&PreparedBatch, usize, u64)>> = vec![Vec::new(); ROLLUP_SHARDS];
+    let mut by_shard: Vec<Vec<Accepted<'_>>> = vec![Vec::new(); ROLLUP_SHARDS];
     let mut seq = first_seq;
     for ((batch, _), vs) in group.iter().zip(verdicts) {
         for (k, (ev, v)) in batch.events.iter().zip(vs).enumerate() {
@@ -1081,27 +1083,53 @@ fn apply_to_rollups(
         }
     }
     // Shard by shard, each event once into every meter: its data is read from memory once,
-    // not once per meter.
-    for (shard, items) in by_shard.iter().enumerate() {
-        if items.is_empty() {
-            continue;
+    // not once per meter. A large group is folded on one thread per core, each taking its own
+    // shards (locks of different shards never meet), so that its batches are answered sooner
+    // when the cores have room: HTTP ingest waits for this fold, and is latency-bound.
+    let events = usize::try_from(seq - first_seq).unwrap_or(usize::MAX);
+    let threads = if events >= APPLY_PARALLEL_EVENTS_MIN {
+        crate::usage::cores().min(APPLY_THREADS_MAX)
+    } else {
+        1
+    };
+    let shards: Vec<(usize, &Vec<Accepted<'_>>)> = by_shard
+        .iter()
+        .enumerate()
+        .filter(|(_, items)| !items.is_empty())
+        .collect();
+    crate::usage::in_parallel(&shards, threads, |run| {
+        for (shard, items) in run {
+            fold_shard((&rollups, epoch, numbers), *shard, items);
         }
-        let mut shards: Vec<_> = rollups.iter().map(|r| r.shard_mut(shard)).collect();
-        for &(batch, k, seq) in items {
-            let Some(ev) = batch.events.get(k) else {
-                continue;
-            };
-            if batch.epoch == epoch && Arc::ptr_eq(&batch.numbers, numbers) {
-                for (r, observed) in shards.iter_mut().zip(batch.observed_of(k)) {
-                    let subject = || ev.subject(batch);
-                    r.apply_observed_numbered(ev.subject_number, subject, ev.time, seq, observed);
-                }
-            } else if let Some(event) = ev.reparse(batch) {
-                // The meters changed since the batch was read (or another engine read it, whose
-                // meters and subject numbers are not these): read the event again.
-                for r in &mut shards {
-                    r.apply(&event, seq);
-                }
+    });
+}
+
+/// Events in a group from which the apply thread folds it on more than one thread.
+const APPLY_PARALLEL_EVENTS_MIN: usize = 4_096;
+/// Most threads one group is folded on.
+const APPLY_THREADS_MAX: usize = 4;
+
+/// Folds the accepted events of one rollup shard into that shard of every meter.
+fn fold_shard(
+    (rollups, epoch, numbers): (&[SharedRollup], u64, &Arc<SubjectNumbers>),
+    shard: usize,
+    items: &[Accepted<'_>],
+) {
+    let mut shards: Vec<_> = rollups.iter().map(|r| r.shard_mut(shard)).collect();
+    for &(batch, k, seq) in items {
+        let Some(ev) = batch.events.get(k) else {
+            continue;
+        };
+        if batch.epoch == epoch && Arc::ptr_eq(&batch.numbers, numbers) {
+            for (r, observed) in shards.iter_mut().zip(batch.observed_of(k)) {
+                let subject = || ev.subject(batch);
+                r.apply_observed_numbered(ev.subject_number, subject, ev.time, seq, observed);
+            }
+        } else if let Some(event) = ev.reparse(batch) {
+            // The meters changed since the batch was read (or another engine read it, whose
+            // meters and subject numbers are not these): read the event again.
+            for r in &mut shards {
+                r.apply(&event, seq);
             }
         }
     }

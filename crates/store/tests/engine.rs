@@ -386,6 +386,42 @@ fn subjects_numbered_at_prepare_count_under_their_own_names() {
     assert_eq!(replayed, want, "rebuilt from raw events");
 }
 
+/// A group large enough to be folded on several threads (every shard of two meters) counts
+/// exactly what one thread would.
+#[test]
+fn a_large_group_counts_exactly_when_folded_on_several_threads() {
+    let dir = TempDir::new("parallel-fold");
+    let engine = open(&dir);
+    engine.put_meter_blocking(sum_meter("bytes")).unwrap();
+    engine.put_meter_blocking(unique_meter("sessions")).unwrap();
+    let mut bytes: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut sessions: std::collections::BTreeMap<String, std::collections::BTreeSet<u32>> =
+        std::collections::BTreeMap::new();
+    let lines: Vec<String> = (0..9_000u32)
+        .map(|id| {
+            let subject = format!("c{}", id % 997);
+            *bytes.entry(subject.clone()).or_default() += u64::from(id);
+            sessions.entry(subject.clone()).or_default().insert(id % 7);
+            event(id, &subject, i64::from(id % 600), u64::from(id))
+        })
+        .collect();
+    assert_eq!(ingest(&engine, &lines).accepted, 9_000);
+    let got: std::collections::BTreeMap<String, u64> = usage(&engine, "bytes", None)
+        .into_iter()
+        .map(|(subject, _, value)| (subject, value.parse().unwrap()))
+        .collect();
+    assert_eq!(got, bytes);
+    let got: std::collections::BTreeMap<String, usize> = usage(&engine, "sessions", None)
+        .into_iter()
+        .map(|(subject, _, value)| (subject, value.parse().unwrap()))
+        .collect();
+    let want: std::collections::BTreeMap<String, usize> = sessions
+        .into_iter()
+        .map(|(s, set)| (s, set.len()))
+        .collect();
+    assert_eq!(got, want);
+}
+
 /// A batch prepared by one engine and handed to another is read again under the second
 /// engine's meters (its subject numbers and readings belong to the first).
 #[test]
