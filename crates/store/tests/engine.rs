@@ -349,6 +349,20 @@ fn escaped_subjects_and_ids_count_as_their_text() {
     assert_eq!(again.errors[0].id.as_deref(), Some("e2"));
 }
 
+/// Each subject's usage of a meter over one window, read as an integer.
+fn totals<T: std::str::FromStr>(
+    engine: &Engine,
+    slug: &str,
+) -> std::collections::BTreeMap<String, T>
+where
+    T::Err: std::fmt::Debug,
+{
+    usage(engine, slug, None)
+        .into_iter()
+        .map(|(subject, _, value)| (subject, value.parse().unwrap()))
+        .collect()
+}
+
 /// Subjects are numbered while batches are prepared: many subjects over many batches, in
 /// every rollup shard and with meters added between batches, each count under their own name.
 #[test]
@@ -372,17 +386,11 @@ fn subjects_numbered_at_prepare_count_under_their_own_names() {
             .collect();
         assert_eq!(ingest(&engine, &lines).accepted, 200);
     }
-    let got: std::collections::BTreeMap<String, u64> = usage(&engine, "bytes", None)
-        .into_iter()
-        .map(|(subject, _, value)| (subject, value.parse().unwrap()))
-        .collect();
+    let got: std::collections::BTreeMap<String, u64> = totals(&engine, "bytes");
     assert_eq!(got, want);
     engine.close();
     let engine = open(&dir);
-    let replayed: std::collections::BTreeMap<String, u64> = usage(&engine, "bytes", None)
-        .into_iter()
-        .map(|(subject, _, value)| (subject, value.parse().unwrap()))
-        .collect();
+    let replayed: std::collections::BTreeMap<String, u64> = totals(&engine, "bytes");
     assert_eq!(replayed, want, "rebuilt from raw events");
 }
 
@@ -406,15 +414,9 @@ fn a_large_group_counts_exactly_when_folded_on_several_threads() {
         })
         .collect();
     assert_eq!(ingest(&engine, &lines).accepted, 9_000);
-    let got: std::collections::BTreeMap<String, u64> = usage(&engine, "bytes", None)
-        .into_iter()
-        .map(|(subject, _, value)| (subject, value.parse().unwrap()))
-        .collect();
+    let got: std::collections::BTreeMap<String, u64> = totals(&engine, "bytes");
     assert_eq!(got, bytes);
-    let got: std::collections::BTreeMap<String, usize> = usage(&engine, "sessions", None)
-        .into_iter()
-        .map(|(subject, _, value)| (subject, value.parse().unwrap()))
-        .collect();
+    let got: std::collections::BTreeMap<String, usize> = totals(&engine, "sessions");
     let want: std::collections::BTreeMap<String, usize> = sessions
         .into_iter()
         .map(|(s, set)| (s, set.len()))
