@@ -1014,7 +1014,8 @@ const APPLY_QUEUE_GROUPS_MAX: usize = 2;
 /// so a client that got its answer reads its own events.
 fn apply_loop(
     rx: Receiver<Applied>,
-    (rollups, numbers): (RollupMap, Arc<SubjectNumbers>),
+    rollups: RollupMap,
+    numbers: Arc<SubjectNumbers>,
     sessions: SharedSessions,
     metrics: Arc<Metrics>,
 ) {
@@ -1028,7 +1029,7 @@ fn apply_loop(
                 verdicts,
                 first_seq,
             } => {
-                apply_to_rollups((&rollups, &numbers), &group, &verdicts, first_seq);
+                apply_to_rollups(&rollups, &numbers, &group, &verdicts, first_seq);
                 apply_to_sessions(&sessions, &group, &verdicts);
                 for ((batch, reply), vs) in group.into_iter().zip(verdicts) {
                     let outcome = outcome_of(&batch, &vs);
@@ -1063,7 +1064,8 @@ fn apply_to_sessions(sessions: &SharedSessions, group: &[Queued], verdicts: &[Ve
 type Accepted<'g> = (&'g PreparedBatch, usize, u64);
 
 fn apply_to_rollups(
-    (rollups, numbers): (&RollupMap, &Arc<SubjectNumbers>),
+    rollups: &RollupMap,
+    numbers: &Arc<SubjectNumbers>,
     group: &[Queued],
     verdicts: &[Vec<Verdict>],
     first_seq: u64,
@@ -1099,7 +1101,7 @@ fn apply_to_rollups(
         .collect();
     crate::usage::in_parallel(&shards, threads, |run| {
         for (shard, items) in run {
-            fold_shard((&rollups, epoch, numbers), *shard, items);
+            fold_shard(&rollups, epoch, numbers, *shard, items);
         }
     });
 }
@@ -1111,7 +1113,9 @@ const APPLY_THREADS_MAX: usize = 4;
 
 /// Folds the accepted events of one rollup shard into that shard of every meter.
 fn fold_shard(
-    (rollups, epoch, numbers): (&[SharedRollup], u64, &Arc<SubjectNumbers>),
+    rollups: &[SharedRollup],
+    epoch: u64,
+    numbers: &Arc<SubjectNumbers>,
     shard: usize,
     items: &[Accepted<'_>],
 ) {
@@ -1173,7 +1177,7 @@ impl Writer {
         let metrics = Arc::clone(&self.metrics);
         let applier = std::thread::Builder::new()
             .name("tollgate-apply".into())
-            .spawn(move || apply_loop(apply_rx, (rollups, numbers), sessions, metrics));
+            .spawn(move || apply_loop(apply_rx, rollups, numbers, sessions, metrics));
         match applier {
             Ok(handle) => {
                 self.apply = Some(apply_tx);
