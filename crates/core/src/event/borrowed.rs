@@ -3,15 +3,17 @@
 //! allocation per key, string and number, freed again a moment later) cost more than the rest
 //! of the parse; [`Event`] is made from it where an owned event is needed.
 //!
-//! Every value is first captured as a `serde_json` raw value (validated, borrowed, no
+//! Every attribute is first captured as a `serde_json` raw value (validated, borrowed, no
 //! allocation) and then classified by its first byte, so the grammar stays serde_json's own.
+//! The members of an object or array attribute are found in its already validated text by a
+//! scan that only tracks strings and brackets ([`Validated`]), then classified the same way.
 //! Strings without escapes and numbers without an exponent stay borrowed from the text; a
 //! number's text is the one `serde_json::Number` keeps with `arbitrary_precision`.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer as _, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -49,20 +51,9 @@ impl<'a> JsonRef<'a> {
         depth: &Depth,
     ) -> Result<JsonRef<'a>, serde_json::Error> {
         Ok(match raw.as_bytes().first() {
-            Some(b'"') => {
-                let inner = raw
-                    .strip_prefix('"')
-                    .and_then(|s| s.strip_suffix('"'))
-                    .unwrap_or_default();
-                if inner.contains('\\') {
-                    JsonRef::String(Cow::Owned(serde_json::from_str(raw)?))
-                } else {
-                    JsonRef::String(Cow::Borrowed(inner))
-                }
-            }
-            Some(b'{' | b'[') if level <= BORROWED_LEVELS_MAX => {
-                serde_json::Deserializer::from_str(raw).deserialize_any(Nested { level, depth })?
-            }
+            Some(b'"') => JsonRef::String(string_of(raw)?),
+            Some(b'{') if level <= BORROWED_LEVELS_MAX => read_object(raw, level, depth)?,
+            Some(b'[') if level <= BORROWED_LEVELS_MAX => read_array(raw, level, depth)?,
             // Deeper containers are rare: one owned parse of the whole subtree keeps the work
             // linear in the text (a borrowed read per level would scan it again per level).
             Some(b'{' | b'[') => {
@@ -104,6 +95,11 @@ impl<'a> JsonRef<'a> {
         let JsonRef::Object(members) = self else {
             return None;
         };
+        if members.len() <= LINEAR_LOOKUP_MEMBERS_MAX {
+            // Keys of different lengths differ without a byte compared, where the binary
+            // search's ordering compares call into memcmp for every probe.
+            return members.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        }
         members
             .binary_search_by(|(k, _)| k.as_ref().cmp(key))
             .ok()
@@ -191,41 +187,165 @@ impl Depth {
     }
 }
 
+/// Most members of an object whose member lookup walks them in order rather than searching
+/// the sorted keys (each key appears once, so the first match is the only one).
+const LINEAR_LOOKUP_MEMBERS_MAX: usize = 8;
+
 /// Members an object's vector is made for before its first member is read.
 const MEMBERS_EXPECTED: usize = 10;
 
-/// Reads an object or array whose members are captured raw and classified.
-struct Nested<'d> {
-    level: usize,
-    depth: &'d Depth,
+/// A string's value from its text (quotes included): borrowed unless it has escapes.
+fn string_of(raw: &str) -> Result<Cow<'_, str>, serde_json::Error> {
+    let inner = raw
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or_default();
+    if inner.contains('\\') {
+        Ok(Cow::Owned(serde_json::from_str(raw)?))
+    } else {
+        Ok(Cow::Borrowed(inner))
+    }
 }
 
-impl<'de> Visitor<'de> for Nested<'_> {
-    type Value = JsonRef<'de>;
+/// An object's members, from its text. The text was validated as JSON when it was captured,
+/// so the members are found by [`Validated`], which only tracks strings and brackets; each
+/// value is then classified as [`JsonRef::from_raw`] does. (A second serde_json pass over the
+/// same text cost about as much as the first.)
+fn read_object<'a>(
+    raw: &'a str,
+    level: usize,
+    depth: &Depth,
+) -> Result<JsonRef<'a>, serde_json::Error> {
+    let mut members = Vec::with_capacity(MEMBERS_EXPECTED);
+    let mut text = Validated::inside(raw);
+    while text.next_is(b'"') {
+        let key = string_of(text.string())?;
+        text.skip(b':');
+        let value = JsonRef::from_raw(text.value(), level + 1, depth)?;
+        members.push((key, value));
+        text.skip(b',');
+    }
+    Ok(JsonRef::Object(sorted_members(members)))
+}
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object or array")
+/// An array's items, from its text (validated; see [`read_object`]).
+fn read_array<'a>(
+    raw: &'a str,
+    level: usize,
+    depth: &Depth,
+) -> Result<JsonRef<'a>, serde_json::Error> {
+    let mut items = Vec::new();
+    let mut text = Validated::inside(raw);
+    while !text.next_is(b']') {
+        items.push(JsonRef::from_raw(text.value(), level + 1, depth)?);
+        text.skip(b',');
+    }
+    Ok(JsonRef::Array(items))
+}
+
+/// A cursor over the inside of an object or array whose text is known to be valid JSON.
+/// Valid text needs no error handling: every step only looks for the byte that must come.
+struct Validated<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Validated<'a> {
+    /// Just after the opening bracket of `raw`.
+    fn inside(raw: &'a str) -> Validated<'a> {
+        Validated { text: raw, at: 1 }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonRef<'de>, A::Error> {
-        // serde_json gives no size hint; most objects of an event (itself, its `data`) have a
-        // handful of members, which this holds without growing.
-        let mut members = Vec::with_capacity(MEMBERS_EXPECTED);
-        while let Some(CowStr(key)) = map.next_key()? {
-            let raw: &'de RawValue = map.next_value()?;
-            let value = JsonRef::from_raw(raw.get(), self.level + 1, self.depth);
-            members.push((key, value.map_err(de::Error::custom)?));
-        }
-        Ok(JsonRef::Object(sorted_members(members)))
+    fn byte(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonRef<'de>, A::Error> {
-        let mut items = Vec::new();
-        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            let item = JsonRef::from_raw(raw.get(), self.level + 1, self.depth);
-            items.push(item.map_err(de::Error::custom)?);
+    fn skip_space(&mut self) {
+        while matches!(self.byte(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
         }
-        Ok(JsonRef::Array(items))
+    }
+
+    /// Whether the next byte after whitespace is `b` (the cursor stays on it).
+    fn next_is(&mut self, b: u8) -> bool {
+        self.skip_space();
+        self.byte() == Some(b)
+    }
+
+    /// Moves past whitespace and `b` when it comes next (a `:` or a `,`).
+    fn skip(&mut self, b: u8) {
+        if self.next_is(b) {
+            self.at += 1;
+        }
+    }
+
+    /// The text from `start` to the cursor.
+    fn since(&self, start: usize) -> &'a str {
+        self.text.get(start..self.at).unwrap_or_default()
+    }
+
+    /// Moves past the string at the cursor (on its opening quote); returns its text with
+    /// the quotes.
+    fn string(&mut self) -> &'a str {
+        let start = self.at;
+        let bytes = self.text.as_bytes();
+        let mut at = start + 1;
+        loop {
+            let rest = bytes.get(at..).unwrap_or_default();
+            match memchr::memchr2(b'"', b'\\', rest) {
+                // An escape is two bytes at least (`\"` among them); `\uXXXX` goes on as text.
+                Some(k) if rest.get(k) == Some(&b'\\') => at += k + 2,
+                Some(k) => {
+                    at += k + 1;
+                    break;
+                }
+                None => {
+                    at = bytes.len();
+                    break;
+                }
+            }
+        }
+        self.at = at;
+        self.since(start)
+    }
+
+    /// Moves past the value after whitespace; returns its text.
+    fn value(&mut self) -> &'a str {
+        self.skip_space();
+        let start = self.at;
+        match self.byte() {
+            Some(b'"') => return self.string(),
+            Some(b'{' | b'[') => {
+                let mut open = 0usize;
+                while let Some(b) = self.byte() {
+                    match b {
+                        b'"' => {
+                            self.string();
+                            continue;
+                        }
+                        b'{' | b'[' => open += 1,
+                        b'}' | b']' => {
+                            open = open.saturating_sub(1);
+                            if open == 0 {
+                                self.at += 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.at += 1;
+                }
+            }
+            _ => {
+                while !matches!(
+                    self.byte(),
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.at += 1;
+                }
+            }
+        }
+        self.since(start)
     }
 }
 

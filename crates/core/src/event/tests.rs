@@ -670,6 +670,9 @@ fn json_text(depth: u32) -> impl Strategy<Value = String> {
     let string = prop_oneof![
         "[a-z_ ]{0,8}".prop_map(|s| format!("\"{s}\"")),
         "[a-z]{0,4}".prop_map(|s| format!("\"{s}\\n\\u00e9\\\"\"")),
+        // Brackets, separators and escaped backslashes inside strings, where a scan that
+        // only tracks structure could lose its place.
+        "[a-z{}\\[\\],: ]{0,8}".prop_map(|s| format!("\"{s}\\\\\\\"]}}\"")),
     ];
     let leaf = prop_oneof![
         number,
@@ -678,14 +681,23 @@ fn json_text(depth: u32) -> impl Strategy<Value = String> {
         Just("false".to_owned()),
         Just("null".to_owned()),
     ];
-    leaf.prop_recursive(depth, 24, 5, |inner| {
+    // Keys collide often (so repeats are tested), sometimes spelled with an escape.
+    let key = prop_oneof![
+        4 => "[a-c]{1,2}",
+        1 => Just("\\u0061".to_owned()),
+        1 => Just("b\\\"".to_owned()),
+    ];
+    let space = prop_oneof![Just(""), Just(" "), Just("\n\t"), Just(" \r\n ")];
+    leaf.prop_recursive(depth, 24, 5, move |inner| {
+        let key = key.clone();
+        let space = space.clone();
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5)
                 .prop_map(|items| format!("[ {} ]", items.join(" , "))),
-            prop::collection::vec(("[a-c]{1,2}", inner), 0..6).prop_map(|members| {
+            prop::collection::vec((key, inner, space), 0..6).prop_map(|members| {
                 let members: Vec<String> = members
                     .into_iter()
-                    .map(|(k, v)| format!("\"{k}\" : {v}"))
+                    .map(|(k, v, ws)| format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}"))
                     .collect();
                 format!("{{{}}}", members.join(","))
             }),
