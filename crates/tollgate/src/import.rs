@@ -1,9 +1,10 @@
 //! `tollgate import`: a file of events through the same validation, dedup and commit path as
 //! `POST /v1/events`.
 //!
-//! The file is read in chunks of whole lines; each chunk is prepared (parsed, validated) on this
-//! thread while the writer commits the previous ones, with a bounded number of chunks in
-//! flight. Formats: CloudEvents NDJSON, and the flattened CSV layout of the benchmark data
+//! The file is read in chunks of whole lines; NDJSON chunks are prepared (parsed, validated) on
+//! two threads while this one reads the next chunk and the writer commits the previous ones, and
+//! are submitted in file order, with a bounded number of chunks in flight. The other formats
+//! are prepared on this thread. Formats: CloudEvents NDJSON, and the flattened CSV layout of the benchmark data
 //! (first columns `specversion,id,source,type,subject,time`, every further column goes into
 //! `data`; values that are plain integers become JSON numbers, except in columns whose name ends
 //! in `_id`, which stay strings), and proxy access logs (nginx, Squid; see
@@ -219,79 +220,181 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn import_ndjson(importer: &mut Importer<'_>, file: File) -> anyhow::Result<()> {
-    let mut reader = BufReader::with_capacity(CHUNK_BYTES, file);
-    let mut carry: Vec<u8> = Vec::new();
-    let mut first_line = 0usize;
-    loop {
-        // Reuse a body buffer the writer handed back, so chunks do not fault in fresh memory.
-        let mut buf = importer
-            .spare
-            .pop()
-            .map(String::into_bytes)
-            .unwrap_or_default();
-        buf.clear();
-        buf.append(&mut carry);
-        let before = buf.len();
-        buf.resize(before + CHUNK_BYTES, 0);
-        let n = read_full(&mut reader, &mut buf[before..])?;
-        buf.truncate(before + n);
-        let at_end = n == 0;
-        if buf.is_empty() {
-            break;
-        }
-        // Cut after the last newline; the rest waits for the next chunk.
-        let cut = if at_end {
-            buf.len()
-        } else {
-            match buf.iter().rposition(|b| *b == b'\n') {
-                Some(i) => i + 1,
-                None => {
-                    carry = buf;
-                    continue;
-                }
+    let engine = importer.engine;
+    std::thread::scope(|scope| {
+        let mut ahead = PrepareAhead::start(scope, engine);
+        let mut reader = BufReader::with_capacity(CHUNK_BYTES, file);
+        let mut carry: Vec<u8> = Vec::new();
+        let mut first_line = 0usize;
+        loop {
+            // Reuse a body buffer the writer handed back, so chunks do not fault in fresh memory.
+            let mut buf = importer
+                .spare
+                .pop()
+                .map(String::into_bytes)
+                .unwrap_or_default();
+            buf.clear();
+            buf.append(&mut carry);
+            let before = buf.len();
+            buf.resize(before + CHUNK_BYTES, 0);
+            let n = read_full(&mut reader, &mut buf[before..])?;
+            buf.truncate(before + n);
+            let at_end = n == 0;
+            if buf.is_empty() {
+                break;
             }
-        };
-        carry.extend_from_slice(&buf[cut..]);
-        buf.truncate(cut);
-        importer.bar.inc(buf.len() as u64);
-        let lines = buf.iter().filter(|b| **b == b'\n').count();
-        let batch = match String::from_utf8(buf) {
-            Ok(text) => {
-                let spans = ndjson_spans(&text);
-                importer.engine.prepare(text, spans)
-            }
-            Err(e) => {
-                // Keep the valid lines; name each line that is not UTF-8.
-                let bytes = e.into_bytes();
-                let mut text = String::with_capacity(bytes.len());
-                let mut bad = Vec::new();
-                for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-                    match std::str::from_utf8(line) {
-                        Ok(s) => text.push_str(s),
-                        Err(_) => bad.push(i),
+            // Cut after the last newline; the rest waits for the next chunk.
+            let cut = if at_end {
+                buf.len()
+            } else {
+                match buf.iter().rposition(|b| *b == b'\n') {
+                    Some(i) => i + 1,
+                    None => {
+                        carry = buf;
+                        continue;
                     }
-                    text.push('\n');
                 }
-                let spans = ndjson_spans(&text);
-                let mut batch = importer.engine.prepare(text, spans);
-                for i in bad {
-                    batch.reject(
-                        i,
-                        &EventError::Malformed {
-                            message: "line is not UTF-8".into(),
-                        },
-                    );
-                }
-                batch
+            };
+            carry.extend_from_slice(&buf[cut..]);
+            buf.truncate(cut);
+            importer.bar.inc(buf.len() as u64);
+            let lines = newlines(&buf);
+            if let Some((line, batch)) = ahead.push(first_line, buf)? {
+                importer.submit(line, batch)?;
             }
-        };
-        importer.submit(first_line, batch)?;
-        first_line += lines;
-        if at_end {
-            break;
+            first_line += lines;
+            if at_end {
+                break;
+            }
+        }
+        for (line, batch) in ahead.finish()? {
+            importer.submit(line, batch)?;
+        }
+        Ok(())
+    })
+}
+
+/// Newlines in a chunk.
+fn newlines(buf: &[u8]) -> usize {
+    buf.iter().filter(|b| **b == b'\n').count()
+}
+
+/// Threads that prepare (parse, validate) NDJSON chunks while the reading thread reads the next
+/// ones and submits the prepared ones in file order. The parse is the longest step of an
+/// import; on two threads it keeps the cores busy while the writer and the apply thread wait
+/// on each other. Submission stays in file order, so which copy of a repeated event counts
+/// first does not change.
+const PREPARE_THREADS: usize = 2;
+
+/// Chunks handed to the prepare threads round-robin; chunk `i` is prepared by thread
+/// `i % PREPARE_THREADS` and taken back in the same order.
+struct PrepareAhead {
+    jobs: Vec<crossbeam_channel::Sender<(usize, Vec<u8>)>>,
+    done: Vec<crossbeam_channel::Receiver<(usize, PreparedBatch)>>,
+    sent: usize,
+    taken: usize,
+}
+
+impl PrepareAhead {
+    fn start<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        engine: &'scope Engine,
+    ) -> PrepareAhead {
+        let mut jobs = Vec::with_capacity(PREPARE_THREADS);
+        let mut done = Vec::with_capacity(PREPARE_THREADS);
+        for _ in 0..PREPARE_THREADS {
+            let (job_tx, job_rx) = crossbeam_channel::bounded::<(usize, Vec<u8>)>(1);
+            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+            scope.spawn(move || {
+                for (first_line, chunk) in job_rx {
+                    if done_tx
+                        .send((first_line, prepare_chunk(engine, chunk)))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            jobs.push(job_tx);
+            done.push(done_rx);
+        }
+        PrepareAhead {
+            jobs,
+            done,
+            sent: 0,
+            taken: 0,
         }
     }
-    Ok(())
+
+    /// Hands a chunk to its thread; returns the oldest prepared chunk once every thread has
+    /// one to work on.
+    fn push(
+        &mut self,
+        first_line: usize,
+        chunk: Vec<u8>,
+    ) -> anyhow::Result<Option<(usize, PreparedBatch)>> {
+        let thread = self.sent % PREPARE_THREADS;
+        self.jobs[thread]
+            .send((first_line, chunk))
+            .map_err(|_| anyhow::anyhow!("a prepare thread stopped"))?;
+        self.sent += 1;
+        if self.sent - self.taken < PREPARE_THREADS {
+            return Ok(None);
+        }
+        self.take().map(Some)
+    }
+
+    fn take(&mut self) -> anyhow::Result<(usize, PreparedBatch)> {
+        let thread = self.taken % PREPARE_THREADS;
+        let prepared = self.done[thread]
+            .recv()
+            .map_err(|_| anyhow::anyhow!("a prepare thread stopped"))?;
+        self.taken += 1;
+        Ok(prepared)
+    }
+
+    /// The chunks still being prepared, in order; the threads end.
+    fn finish(mut self) -> anyhow::Result<Vec<(usize, PreparedBatch)>> {
+        let mut rest = Vec::with_capacity(self.sent - self.taken);
+        while self.taken < self.sent {
+            rest.push(self.take()?);
+        }
+        Ok(rest)
+    }
+}
+
+/// Prepares one chunk of whole lines. Lines that are not UTF-8 are rejected by number; the
+/// valid ones around them still count.
+fn prepare_chunk(engine: &Engine, chunk: Vec<u8>) -> PreparedBatch {
+    match String::from_utf8(chunk) {
+        Ok(text) => {
+            let spans = ndjson_spans(&text);
+            engine.prepare(text, spans)
+        }
+        Err(e) => {
+            let bytes = e.into_bytes();
+            let mut text = String::with_capacity(bytes.len());
+            let mut bad = Vec::new();
+            for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                match std::str::from_utf8(line) {
+                    Ok(s) => text.push_str(s),
+                    Err(_) => bad.push(i),
+                }
+                text.push('\n');
+            }
+            let spans = ndjson_spans(&text);
+            let mut batch = engine.prepare(text, spans);
+            for i in bad {
+                batch.reject(
+                    i,
+                    &EventError::Malformed {
+                        message: "line is not UTF-8".into(),
+                    },
+                );
+            }
+            batch
+        }
+    }
 }
 
 /// Lines of an access log per chunk.

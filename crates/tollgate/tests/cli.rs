@@ -1,5 +1,5 @@
 //! Black-box tests of the command line: `import` (NDJSON and CSV, twice, with a bad line, while a
-//! server holds the data dir), `usage --json`, `meters put/list/delete`, `keys create/list/revoke`
+//! server holds the data dir, a file of many chunks in file order), `usage --json`, `meters put/list/delete`, `keys create/list/revoke`
 //! against a running server, and `--help` of every command.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -225,6 +225,78 @@ fn import_reports_bad_lines_with_exit_code_3() {
     let out = import(&data, &dir.join("missing.ndjson"), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.ndjson"));
+}
+
+/// A file of several import chunks (4 MiB each) is prepared on more than one thread and still
+/// submitted in file order: of two events with one id, the earlier line is counted and the
+/// later one is the conflict, across every chunk boundary; every line number reported is the
+/// line's own.
+#[test]
+fn a_file_of_many_chunks_counts_in_file_order() {
+    const EVENTS: usize = 60_000;
+    // Every REPEAT_EVERY-th line repeats the id of the line REPEAT_BACK lines before it.
+    const REPEAT_EVERY: usize = 1_000;
+    const REPEAT_BACK: usize = 500;
+    let dir = TestDir::new("cli-chunks");
+    let data = dir.data("data");
+    let file = dir.join("events.ndjson");
+    let now = now_ms();
+    let pad = "x".repeat(200);
+    let event = |id: usize, line: usize, bytes_in: usize| {
+        let time = rfc3339_ms(now - HOUR_MS + i64::try_from(line).unwrap() * 50);
+        format!(
+            r#"{{"specversion":"1.0","id":"chunk-{id}","source":"/cli/chunks","type":"proxy.request","subject":"cus_{}","time":"{time}","data":{{"bytes_in":{bytes_in},"pad":"{pad}"}}}}"#,
+            id % 7
+        )
+    };
+    let mut text = String::new();
+    let mut want = 0usize;
+    for i in 0..EVENTS {
+        if i % REPEAT_EVERY == REPEAT_EVERY - 1 {
+            text.push_str(&event(i - REPEAT_BACK, i, 999_999));
+        } else {
+            text.push_str(&event(i, i, i));
+            want += i;
+        }
+        text.push('\n');
+    }
+    assert!(
+        text.len() > 16 << 20,
+        "at least five chunks: {} bytes",
+        text.len()
+    );
+    text.push_str("{not json\n");
+    std::fs::write(&file, text).unwrap();
+
+    put_meters(&data);
+    let out = import(&data, &file, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let repeats = EVENTS / REPEAT_EVERY;
+    assert_eq!(
+        import_counts(&stdout),
+        ((EVENTS - repeats) as u64, 0, repeats as u64, 1),
+        "{stdout}"
+    );
+    for line in stdout.lines().filter(|l| l.contains(": conflict")) {
+        let number: usize = line
+            .trim_start()
+            .strip_prefix("line ")
+            .and_then(|l| l.split(':').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(number % REPEAT_EVERY, 0, "the later copy conflicts: {line}");
+    }
+    assert!(stdout.contains(": conflict"), "{stdout}");
+    // The last error is past the 20 listed; the summary counts it.
+    let usage = usage_json(&data, "bytes-in", &[]);
+    let total: i128 = usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(int_value)
+        .sum();
+    assert_eq!(total, i128::try_from(want).unwrap());
 }
 
 #[test]
