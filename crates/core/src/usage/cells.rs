@@ -136,6 +136,23 @@ struct Buckets<K, C> {
     cells: Vec<C>,
 }
 
+impl<K, C> Buckets<K, C> {
+    fn empty() -> Self {
+        Buckets {
+            keys: Vec::new(),
+            cells: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 impl<K: Ord + Copy, C: Cell> Buckets<K, C> {
     fn one(key: K, cell: &C) -> Self {
         Buckets {
@@ -202,20 +219,61 @@ fn merge_into<C: Cell>(acc: &mut Option<C>, cell: &C) {
     }
 }
 
-/// One UTC day of a series: its total, and its hours and minutes (sorted, sparse).
+/// Minute buckets a day holds before it also keeps hour buckets. Most days of a customer are
+/// sparse (a few events, each in a minute of its own), and for them hour buckets would repeat
+/// the minutes: an upsert per event and two allocations per day and meter for nothing. Until
+/// then a window of whole hours reads the minutes, at most this many.
+const HOURS_FROM_MINUTES: usize = 64;
+
+/// One UTC day of a series: its total, its minutes (sorted, sparse) and, once it has more than
+/// [`HOURS_FROM_MINUTES`] minutes, its hours.
 #[derive(Debug)]
 struct Day<C> {
     total: C,
+    /// Empty until the day has more than [`HOURS_FROM_MINUTES`] minute buckets.
     hours: Buckets<u8, C>,
     minutes: Buckets<u16, C>,
 }
 
 impl<C: Cell> Day<C> {
-    /// Folds minutes `[s, e)` of this day into `acc`: whole hours from the hour buckets, the
-    /// ragged edges from the minute buckets.
+    fn new(in_day: u16, cell: &C) -> Self {
+        Day {
+            total: cell.clone(),
+            hours: Buckets::empty(),
+            minutes: Buckets::one(in_day, cell),
+        }
+    }
+
+    fn add(&mut self, hour: u8, in_day: u16, cell: &C) {
+        self.total.merge(cell);
+        self.minutes.upsert(in_day, cell);
+        if !self.hours.is_empty() {
+            self.hours.upsert(hour, cell);
+        } else if self.minutes.len() > HOURS_FROM_MINUTES {
+            self.hours = self.hours_of_minutes();
+        }
+    }
+
+    /// Hour buckets holding what the minute buckets hold.
+    fn hours_of_minutes(&self) -> Buckets<u8, C> {
+        let mut hours = Buckets::empty();
+        for (minute, cell) in self.minutes.keys.iter().zip(&self.minutes.cells) {
+            let hour = u8::try_from(i64::from(*minute) / MINUTES_PER_HOUR).unwrap_or(u8::MAX);
+            hours.upsert(hour, cell);
+        }
+        hours
+    }
+
+    /// Folds minutes `[s, e)` of this day into `acc`: whole hours from the hour buckets (when
+    /// the day has them), the ragged edges from the minute buckets.
     fn fold(&self, s: i64, e: i64, acc: &mut Option<C>) {
         if s <= 0 && e >= MINUTES_PER_DAY {
             merge_into(acc, &self.total);
+            return;
+        }
+        if self.hours.is_empty() {
+            let minute = |m: i64| u16::try_from(m.clamp(0, MINUTES_PER_DAY)).unwrap_or(u16::MAX);
+            self.minutes.merge_range(minute(s), minute(e), acc);
             return;
         }
         let first_hour = (s + MINUTES_PER_HOUR - 1).div_euclid(MINUTES_PER_HOUR);
@@ -235,8 +293,8 @@ impl<C: Cell> Day<C> {
     }
 }
 
-/// One (subject, group)'s usage by UTC day, each day with hour and minute buckets. Every level
-/// holds the same events, so a window reads whichever level aligns.
+/// One (subject, group)'s usage by UTC day, each day with minute buckets and, once it is dense,
+/// hour buckets. Every level holds the same events, so a window reads whichever level aligns.
 #[derive(Debug)]
 pub(crate) struct Series<C> {
     /// Days sorted by day number. Events arrive mostly in time order, so a day is nearly
@@ -267,19 +325,10 @@ impl<C: Cell> Series<C> {
         match at {
             Ok(at) => {
                 if let Some((_, d)) = self.days.get_mut(at) {
-                    d.total.merge(cell);
-                    d.hours.upsert(hour, cell);
-                    d.minutes.upsert(in_day, cell);
+                    d.add(hour, in_day, cell);
                 }
             }
-            Err(at) => {
-                let d = Day {
-                    total: cell.clone(),
-                    hours: Buckets::one(hour, cell),
-                    minutes: Buckets::one(in_day, cell),
-                };
-                self.days.insert(at, (day, d));
-            }
+            Err(at) => self.days.insert(at, (day, Day::new(in_day, cell))),
         }
     }
 

@@ -1068,6 +1068,59 @@ fn rollup_of(agg: Aggregation, events: &[(usize, Ev)], base: UnixMs) -> Rollup {
     rollup
 }
 
+/// Checks every aggregation's rollup of `events` against the naive fold for one query.
+fn equals_naive_reference(events: &[Ev], q: &Q) -> Result<(), TestCaseError> {
+    let base = q.base();
+    let uq = q.usage_query();
+    let events = numbered(events);
+    for agg in AGGREGATIONS {
+        let rollup = rollup_of(agg, &events, base);
+        let (got, starts) = rollup.query_runs(&uq).unwrap();
+        let want = naive_query(agg, &events, base, &uq);
+        prop_assert_eq!(&got, &want, "{:?} {:?}", agg, uq);
+        // Each subject's rows start exactly where the subject changes.
+        let changes: Vec<usize> = (0..got.len())
+            .filter(|i| *i == 0 || got[*i - 1].subject != got[*i].subject)
+            .collect();
+        prop_assert_eq!(starts, changes);
+
+        let matching: Vec<&Ev> = events
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.matching_type)
+            .collect();
+        let skipped = matching
+            .iter()
+            .filter(|e| match agg {
+                Aggregation::Count => false,
+                Aggregation::UniqueCount => e.value.key().is_none(),
+                _ => e.value.number().is_none(),
+            })
+            .count() as u64;
+        let stats = rollup.stats();
+        prop_assert_eq!(
+            stats,
+            RollupStats {
+                counted: matching.len() as u64 - skipped,
+                skipped
+            }
+        );
+    }
+    Ok(())
+}
+
+/// An event of one of two subjects, without dimensions, in one of the first two days at any
+/// minute: about a hundred distinct minutes per subject and day.
+fn dense_ev() -> impl Strategy<Value = Ev> {
+    (ev(), 0..2usize, 0..2 * 1440i64, 0..MINUTE_MS).prop_map(|(mut e, subject, minute, ms)| {
+        e.subject = subject;
+        e.region = 0;
+        e.tier = 0;
+        e.offset_ms = minute * MINUTE_MS + ms;
+        e
+    })
+}
+
 fn numbered(events: &[Ev]) -> Vec<(usize, Ev)> {
     events.iter().cloned().enumerate().collect()
 }
@@ -1079,32 +1132,18 @@ proptest! {
     /// aggregation, window size, time zone, subject filter and projection.
     #[test]
     fn rollup_equals_naive_reference(events in prop::collection::vec(ev(), 0..80), q in q()) {
-        let base = q.base();
-        let uq = q.usage_query();
-        let events = numbered(&events);
-        for agg in AGGREGATIONS {
-            let rollup = rollup_of(agg, &events, base);
-            let (got, starts) = rollup.query_runs(&uq).unwrap();
-            let want = naive_query(agg, &events, base, &uq);
-            prop_assert_eq!(&got, &want, "{:?} {:?}", agg, uq);
-            // Each subject's rows start exactly where the subject changes.
-            let changes: Vec<usize> = (0..got.len())
-                .filter(|i| *i == 0 || got[*i - 1].subject != got[*i].subject)
-                .collect();
-            prop_assert_eq!(starts, changes);
+        equals_naive_reference(&events, &q)?;
+    }
 
-            let matching: Vec<&Ev> = events.iter().map(|(_, e)| e).filter(|e| e.matching_type).collect();
-            let skipped = matching
-                .iter()
-                .filter(|e| match agg {
-                    Aggregation::Count => false,
-                    Aggregation::UniqueCount => e.value.key().is_none(),
-                    _ => e.value.number().is_none(),
-                })
-                .count() as u64;
-            let stats = rollup.stats();
-            prop_assert_eq!(stats, RollupStats { counted: matching.len() as u64 - skipped, skipped });
-        }
+    /// The same over two dense days: hundreds of events in distinct minutes, so that days pass
+    /// the point where they keep hour buckets too (before, during and after it, across the
+    /// queries of each case).
+    #[test]
+    fn dense_days_equal_naive_reference(
+        events in prop::collection::vec(dense_ev(), 0..400),
+        q in q(),
+    ) {
+        equals_naive_reference(&events, &q)?;
     }
 
     /// Applying the events in any order, split over any number of batches with queries in
