@@ -466,3 +466,41 @@ fn a_batch_prepared_before_a_meter_change_counts_in_the_new_meter() {
     assert_eq!(usage(&engine, "bytes", None)[0].2, "15");
     assert_eq!(usage(&engine, "sessions", None)[0].2, "2");
 }
+
+fn page_size(dir: &TempDir) -> i64 {
+    let conn = rusqlite::Connection::open(dir.0.join(tollgate_store::DB_FILE)).unwrap();
+    conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// A new data dir's database gets 16 KiB pages; one created with SQLite's default 4 KiB pages
+/// keeps them and still stores, counts and replays events.
+#[test]
+fn new_databases_get_16_kib_pages_and_older_ones_keep_theirs() {
+    let fresh = TempDir::new("pages-new");
+    drop(open(&fresh));
+    assert_eq!(page_size(&fresh), 16_384);
+
+    let older = TempDir::new("pages-old");
+    {
+        let conn = rusqlite::Connection::open(older.0.join(tollgate_store::DB_FILE)).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE probe (x INTEGER);")
+            .unwrap();
+    }
+    assert_eq!(page_size(&older), 4_096);
+    let lines: Vec<String> = (0..200).map(|i| event(i, "cus_a", 5, 10)).collect();
+    {
+        let engine = open(&older);
+        engine.put_meter_blocking(sum_meter("bytes")).unwrap();
+        assert_eq!(ingest(&engine, &lines).accepted, 200);
+        engine.close();
+    }
+    assert_eq!(page_size(&older), 4_096);
+    let engine = open(&older);
+    assert_eq!(ingest(&engine, &lines).duplicates, 200);
+    let total: i64 = usage(&engine, "bytes", None)
+        .iter()
+        .map(|(_, _, v)| v.parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(total, 2_000);
+}
