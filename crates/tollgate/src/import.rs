@@ -4,7 +4,9 @@
 //! The file is read in chunks of whole lines; NDJSON chunks are prepared (parsed, validated) on
 //! two threads while this one reads the next chunk and the writer commits the previous ones, and
 //! are submitted in file order, with a bounded number of chunks in flight. The other formats
-//! are prepared on this thread. Formats: CloudEvents NDJSON, and the flattened CSV layout of the benchmark data
+//! are prepared on this thread.
+//!
+//! Formats: CloudEvents NDJSON, and the flattened CSV layout of the benchmark data
 //! (first columns `specversion,id,source,type,subject,time`, every further column goes into
 //! `data`; values that are plain integers become JSON numbers, except in columns whose name ends
 //! in `_id`, which stay strings), and proxy access logs (nginx, Squid; see
@@ -122,6 +124,18 @@ impl Importer<'_> {
         Ok(())
     }
 
+    /// Submits a prepared chunk of `lines` lines that starts at `first_line`, and moves
+    /// `first_line` past it.
+    fn submit_lines(
+        &mut self,
+        first_line: &mut usize,
+        (lines, batch): (usize, PreparedBatch),
+    ) -> anyhow::Result<()> {
+        self.submit(*first_line, batch)?;
+        *first_line += lines;
+        Ok(())
+    }
+
     fn collect_one(&mut self) -> anyhow::Result<()> {
         let Some((first_line, rx)) = self.in_flight.pop_front() else {
             return Ok(());
@@ -223,7 +237,7 @@ fn import_ndjson(importer: &mut Importer<'_>, file: File) -> anyhow::Result<()> 
     let engine = importer.engine;
     std::thread::scope(|scope| {
         let mut ahead = PrepareAhead::start(scope, engine);
-        let mut reader = BufReader::with_capacity(CHUNK_BYTES, file);
+        let mut file = file;
         let mut carry: Vec<u8> = Vec::new();
         let mut first_line = 0usize;
         loop {
@@ -235,10 +249,9 @@ fn import_ndjson(importer: &mut Importer<'_>, file: File) -> anyhow::Result<()> 
                 .unwrap_or_default();
             buf.clear();
             buf.append(&mut carry);
-            let before = buf.len();
-            buf.resize(before + CHUNK_BYTES, 0);
-            let n = read_full(&mut reader, &mut buf[before..])?;
-            buf.truncate(before + n);
+            // Into the spare room without zeroing it first, a whole chunk unless the file ends.
+            buf.reserve(CHUNK_BYTES);
+            let n = (&mut file).take(CHUNK_BYTES as u64).read_to_end(&mut buf)?;
             let at_end = n == 0;
             if buf.is_empty() {
                 break;
@@ -258,25 +271,18 @@ fn import_ndjson(importer: &mut Importer<'_>, file: File) -> anyhow::Result<()> 
             carry.extend_from_slice(&buf[cut..]);
             buf.truncate(cut);
             importer.bar.inc(buf.len() as u64);
-            let lines = newlines(&buf);
-            if let Some((line, batch)) = ahead.push(first_line, buf)? {
-                importer.submit(line, batch)?;
+            if let Some(prepared) = ahead.push(buf)? {
+                importer.submit_lines(&mut first_line, prepared)?;
             }
-            first_line += lines;
             if at_end {
                 break;
             }
         }
-        for (line, batch) in ahead.finish()? {
-            importer.submit(line, batch)?;
+        for prepared in ahead.finish()? {
+            importer.submit_lines(&mut first_line, prepared)?;
         }
         Ok(())
     })
-}
-
-/// Newlines in a chunk.
-fn newlines(buf: &[u8]) -> usize {
-    buf.iter().filter(|b| **b == b'\n').count()
 }
 
 /// Threads that prepare (parse, validate) NDJSON chunks while the reading thread reads the next
@@ -287,9 +293,9 @@ fn newlines(buf: &[u8]) -> usize {
 const PREPARE_THREADS: usize = 2;
 
 /// Chunks handed to the prepare threads round-robin; chunk `i` is prepared by thread
-/// `i % PREPARE_THREADS` and taken back in the same order.
+/// `i % PREPARE_THREADS` and taken back in the same order, with its count of lines.
 struct PrepareAhead {
-    jobs: Vec<crossbeam_channel::Sender<(usize, Vec<u8>)>>,
+    jobs: Vec<crossbeam_channel::Sender<Vec<u8>>>,
     done: Vec<crossbeam_channel::Receiver<(usize, PreparedBatch)>>,
     sent: usize,
     taken: usize,
@@ -303,14 +309,12 @@ impl PrepareAhead {
         let mut jobs = Vec::with_capacity(PREPARE_THREADS);
         let mut done = Vec::with_capacity(PREPARE_THREADS);
         for _ in 0..PREPARE_THREADS {
-            let (job_tx, job_rx) = crossbeam_channel::bounded::<(usize, Vec<u8>)>(1);
+            let (job_tx, job_rx) = crossbeam_channel::bounded::<Vec<u8>>(1);
             let (done_tx, done_rx) = crossbeam_channel::bounded(1);
             scope.spawn(move || {
-                for (first_line, chunk) in job_rx {
-                    if done_tx
-                        .send((first_line, prepare_chunk(engine, chunk)))
-                        .is_err()
-                    {
+                for chunk in job_rx {
+                    let lines = memchr::memchr_iter(b'\n', &chunk).count();
+                    if done_tx.send((lines, prepare_chunk(engine, chunk))).is_err() {
                         break;
                     }
                 }
@@ -326,16 +330,12 @@ impl PrepareAhead {
         }
     }
 
-    /// Hands a chunk to its thread; returns the oldest prepared chunk once every thread has
-    /// one to work on.
-    fn push(
-        &mut self,
-        first_line: usize,
-        chunk: Vec<u8>,
-    ) -> anyhow::Result<Option<(usize, PreparedBatch)>> {
+    /// Hands a chunk to its thread; returns the oldest prepared chunk (its lines and batch) once
+    /// every thread has one to work on.
+    fn push(&mut self, chunk: Vec<u8>) -> anyhow::Result<Option<(usize, PreparedBatch)>> {
         let thread = self.sent % PREPARE_THREADS;
         self.jobs[thread]
-            .send((first_line, chunk))
+            .send(chunk)
             .map_err(|_| anyhow::anyhow!("a prepare thread stopped"))?;
         self.sent += 1;
         if self.sent - self.taken < PREPARE_THREADS {
@@ -448,19 +448,6 @@ fn import_log(
         );
     }
     Ok(())
-}
-
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Columns every CSV file must start with, in order.

@@ -113,7 +113,7 @@ fn a_full_disk_is_a_typed_503_and_loses_nothing() {
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tollgate-test"])
+        .args(["-t", "tmpfs", "-o", "size=4m", "tollgate-test"])
         .arg(&mnt)
         .status()
         .expect("mount runs");
@@ -134,8 +134,8 @@ fn a_full_disk_is_a_typed_503_and_loses_nothing() {
     let now = now_ms();
     let mut acked = 0u64;
     let mut full = None;
-    // Incompressible payloads fill 2 MiB quickly.
-    for b in 0..400 {
+    // A new database takes about 1.7 MiB (16 KiB pages); the batches fill the rest.
+    for b in 0..2_000 {
         let events: Vec<_> = (0..50)
             .map(|i| {
                 let noise: String = (0..40)
@@ -158,7 +158,7 @@ fn a_full_disk_is_a_typed_503_and_loses_nothing() {
             break;
         }
     }
-    let (b, events, reply) = full.expect("2 MiB must fill up");
+    let (b, events, reply) = full.expect("4 MiB must fill up");
     assert_error(&reply, 503, "disk_full");
     assert!(acked > 0, "some batches fit before the disk filled");
     // Everything acknowledged is there, nothing else.
