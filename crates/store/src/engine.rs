@@ -239,12 +239,6 @@ impl PreparedBatch {
         }
     }
 
-    /// What the meters read from the `k`-th prepared event (empty when no meter read it).
-    fn observed_of(&self, k: usize) -> &[Observed] {
-        let n = self.meters;
-        self.observed.get(k * n..(k + 1) * n).unwrap_or_default()
-    }
-
     /// Adds an error for an item that could not even be split out of the body.
     pub fn reject(&mut self, index: usize, error: &EventError) {
         self.rejected.push(item_error(index, None, error));
@@ -1025,11 +1019,11 @@ fn apply_loop(
                 let _ = done.send(());
             }
             Applied::Group {
-                group,
+                mut group,
                 verdicts,
                 first_seq,
             } => {
-                apply_to_rollups(&rollups, &numbers, &group, &verdicts, first_seq);
+                apply_to_rollups(&rollups, &numbers, &mut group, &verdicts, first_seq);
                 apply_to_sessions(&sessions, &group, &verdicts);
                 for ((batch, reply), vs) in group.into_iter().zip(verdicts) {
                     let outcome = outcome_of(&batch, &vs);
@@ -1060,13 +1054,34 @@ fn apply_to_sessions(sessions: &SharedSessions, group: &[Queued], verdicts: &[Ve
     }
 }
 
-/// An accepted event of a group: its batch, its position there, its sequence number.
-type Accepted<'g> = (&'g PreparedBatch, usize, u64);
+/// An accepted event of a group as its rollup shard folds it, copied out of its batch while
+/// the group is walked in order: each shard's events then lie one after another (with their
+/// readings in [`ShardFolds::observed`]) rather than scattered through the batches, where the
+/// fold spent most of its own time waiting for memory.
+#[derive(Clone, Copy)]
+struct Fold<'g> {
+    batch: &'g PreparedBatch,
+    k: usize,
+    seq: u64,
+    subject_number: u32,
+    time: UnixMs,
+    /// Whether the batch's readings and subject numbers are this engine's, current ones;
+    /// otherwise the event is read again from its text.
+    current: bool,
+}
+
+/// One rollup shard's part of a group: its accepted events in order, and the readings of the
+/// current ones (`meters` per event, in the order of the current events).
+#[derive(Default)]
+struct ShardFolds<'g> {
+    events: Vec<Fold<'g>>,
+    observed: Vec<Observed>,
+}
 
 fn apply_to_rollups(
     rollups: &RollupMap,
     numbers: &Arc<SubjectNumbers>,
-    group: &[Queued],
+    group: &mut [Queued],
     verdicts: &[Vec<Verdict>],
     first_seq: u64,
 ) {
@@ -1074,14 +1089,40 @@ fn apply_to_rollups(
     if rollups.is_empty() {
         return;
     }
-    let mut by_shard: Vec<Vec<Accepted<'_>>> = vec![Vec::new(); ROLLUP_SHARDS];
+    // The readings move out of their batches (they are not read again once folded).
+    let readings: Vec<Vec<Observed>> = group
+        .iter_mut()
+        .map(|(batch, _)| std::mem::take(&mut batch.observed))
+        .collect();
+    let mut by_shard: Vec<ShardFolds<'_>> = std::iter::repeat_with(ShardFolds::default)
+        .take(ROLLUP_SHARDS)
+        .collect();
     let mut seq = first_seq;
-    for ((batch, _), vs) in group.iter().zip(verdicts) {
+    for (((batch, _), vs), observed) in group.iter().zip(verdicts).zip(readings) {
+        let current = batch.epoch == epoch
+            && Arc::ptr_eq(&batch.numbers, numbers)
+            && batch.meters == rollups.len();
+        let meters = if current { batch.meters } else { 0 };
+        let mut observed = observed.into_iter();
         for (k, (ev, v)) in batch.events.iter().zip(vs).enumerate() {
-            if *v == Verdict::Accepted {
-                by_shard[ev.shard].push((batch, k, seq));
-                seq += 1;
+            let readings = observed.by_ref().take(meters);
+            if *v != Verdict::Accepted {
+                readings.for_each(drop);
+                continue;
             }
+            let Some(shard) = by_shard.get_mut(ev.shard) else {
+                continue;
+            };
+            shard.events.push(Fold {
+                batch,
+                k,
+                seq,
+                subject_number: ev.subject_number,
+                time: ev.time,
+                current,
+            });
+            shard.observed.extend(readings);
+            seq += 1;
         }
     }
     // Shard by shard, each event once into every meter: its data is read from memory once,
@@ -1094,14 +1135,14 @@ fn apply_to_rollups(
     } else {
         1
     };
-    let shards: Vec<(usize, &Vec<Accepted<'_>>)> = by_shard
+    let shards: Vec<(usize, &ShardFolds<'_>)> = by_shard
         .iter()
         .enumerate()
-        .filter(|(_, items)| !items.is_empty())
+        .filter(|(_, folds)| !folds.events.is_empty())
         .collect();
     crate::usage::in_parallel(&shards, threads, |run| {
-        for (shard, items) in run {
-            fold_shard(&rollups, epoch, numbers, *shard, items);
+        for (shard, folds) in run {
+            fold_shard(&rollups, *shard, folds);
         }
     });
 }
@@ -1112,28 +1153,33 @@ const APPLY_PARALLEL_EVENTS_MIN: usize = 4_096;
 const APPLY_THREADS_MAX: usize = 4;
 
 /// Folds the accepted events of one rollup shard into that shard of every meter.
-fn fold_shard(
-    rollups: &[SharedRollup],
-    epoch: u64,
-    numbers: &Arc<SubjectNumbers>,
-    shard: usize,
-    items: &[Accepted<'_>],
-) {
+fn fold_shard(rollups: &[SharedRollup], shard: usize, folds: &ShardFolds<'_>) {
     let mut shards: Vec<_> = rollups.iter().map(|r| r.shard_mut(shard)).collect();
-    for &(batch, k, seq) in items {
-        let Some(ev) = batch.events.get(k) else {
+    let meters = shards.len();
+    let mut readings = folds.observed.chunks_exact(meters.max(1));
+    for fold in &folds.events {
+        let Some(ev) = fold.batch.events.get(fold.k) else {
             continue;
         };
-        if batch.epoch == epoch && Arc::ptr_eq(&batch.numbers, numbers) {
-            for (r, observed) in shards.iter_mut().zip(batch.observed_of(k)) {
-                let subject = || ev.subject(batch);
-                r.apply_observed_numbered(ev.subject_number, subject, ev.time, seq, observed);
+        if fold.current {
+            let Some(observed) = readings.next() else {
+                continue;
+            };
+            for (r, observed) in shards.iter_mut().zip(observed) {
+                let subject = || ev.subject(fold.batch);
+                r.apply_observed_numbered(
+                    fold.subject_number,
+                    subject,
+                    fold.time,
+                    fold.seq,
+                    observed,
+                );
             }
-        } else if let Some(event) = ev.reparse(batch) {
+        } else if let Some(event) = ev.reparse(fold.batch) {
             // The meters changed since the batch was read (or another engine read it, whose
             // meters and subject numbers are not these): read the event again.
             for r in &mut shards {
-                r.apply(&event, seq);
+                r.apply(&event, fold.seq);
             }
         }
     }

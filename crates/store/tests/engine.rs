@@ -504,3 +504,61 @@ fn new_databases_get_16_kib_pages_and_older_ones_keep_theirs() {
         .sum();
     assert_eq!(total, 2_000);
 }
+
+/// Batches folded in one group keep their readings apart: a batch prepared before a meter was
+/// added (read again) between two current ones, each with a repeated event, over 40 subjects
+/// so that every rollup shard gets events of several batches.
+#[test]
+fn a_group_of_current_and_stale_batches_counts_each_event_once() {
+    let dir = TempDir::new("mixed-group");
+    let engine = open(&dir);
+    engine.put_meter_blocking(sum_meter("bytes")).unwrap();
+    let subject = |i: u32| format!("c{}", i % 40);
+    let lines = |ids: std::ops::Range<u32>, again: u32| {
+        let mut lines: Vec<String> = ids
+            .map(|i| event(i, &subject(i), 1, u64::from(i)))
+            .collect();
+        lines.push(event(again, &subject(again), 1, u64::from(again)));
+        lines.join("\n")
+    };
+    let prepare = |body: String| {
+        let spans = ndjson_spans(&body);
+        engine.prepare(body, spans)
+    };
+    // Prepared under the old meters, submitted between two batches prepared under the new.
+    let stale = prepare(lines(300..600, 5));
+    engine.put_meter_blocking(unique_meter("sessions")).unwrap();
+    let first = prepare(lines(0..300, 10));
+    let last = prepare(lines(600..900, 650));
+    let pending = [
+        engine.submit(first).unwrap(),
+        engine.submit(stale).unwrap(),
+        engine.submit(last).unwrap(),
+    ];
+    let accepted: usize = pending
+        .into_iter()
+        .map(|p| p.blocking_outcome().unwrap().0.accepted)
+        .sum();
+    assert_eq!(accepted, 900);
+
+    let mut bytes = std::collections::BTreeMap::<String, i64>::new();
+    let mut sessions = std::collections::BTreeMap::<String, std::collections::BTreeSet<u32>>::new();
+    for i in 0..900u32 {
+        *bytes.entry(subject(i)).or_default() += i64::from(i);
+        sessions.entry(subject(i)).or_default().insert(i % 7);
+    }
+    let got: Vec<(String, i64)> = usage(&engine, "bytes", None)
+        .into_iter()
+        .map(|(s, _, v)| (s, v.parse().unwrap()))
+        .collect();
+    assert_eq!(got, bytes.into_iter().collect::<Vec<_>>());
+    let got: Vec<(String, i64)> = usage(&engine, "sessions", None)
+        .into_iter()
+        .map(|(s, _, v)| (s, v.parse().unwrap()))
+        .collect();
+    let want: Vec<(String, i64)> = sessions
+        .into_iter()
+        .map(|(s, set)| (s, set.len() as i64))
+        .collect();
+    assert_eq!(got, want);
+}
