@@ -24,7 +24,6 @@ use serde_json::Value;
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use crate::event::{AttributeRef, Attributes, JsonRef};
-use crate::limits::{EVENT_ID_BYTES_MAX, EVENT_SOURCE_BYTES_MAX};
 use crate::time::{DAY_MS, UnixMs};
 
 /// The identity of an event: a 128-bit hash of (`source`, `id`).
@@ -67,9 +66,10 @@ pub fn identity<E: Attributes + ?Sized>(event: &E) -> IdentityKey {
 
 /// The identity of (`source`, `id`). Length-prefixed so that no two pairs share an encoding.
 pub fn identity_of(source: &str, id: &str) -> IdentityKey {
-    // Hashed in one call over one buffer; on the stack for every id and source within the
-    // event limits, so the ingest path does not allocate for it.
-    const STACK_BYTES: usize = 8 + EVENT_SOURCE_BYTES_MAX + EVENT_ID_BYTES_MAX;
+    // Hashed in one call over one buffer, on the stack for the usual lengths (a path-like
+    // source and a UUID take about 60 bytes) so the ingest path neither allocates nor zeroes
+    // the buffer for the longest pair the limits allow on every event.
+    const STACK_BYTES: usize = 128;
     let len = 8 + source.len() + id.len();
     let mut stack = [0u8; STACK_BYTES];
     let mut heap = Vec::new();

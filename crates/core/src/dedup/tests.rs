@@ -33,6 +33,29 @@ fn identity_is_unambiguous_across_the_source_id_boundary() {
     assert_eq!(identity_of("ab", "c"), identity_of("ab", "c"));
 }
 
+/// The identity is XXH3-128 of the length-prefixed pair whatever the lengths: short pairs are
+/// hashed from a stack buffer, long ones from the heap, and stored identities must not change.
+#[test]
+fn identity_is_the_hash_of_the_length_prefixed_pair_at_every_length() {
+    for (source_len, id_len) in [(0, 0), (14, 36), (60, 60), (119, 1), (120, 0), (300, 200)] {
+        let source = "s".repeat(source_len);
+        let id = "i".repeat(id_len);
+        let mut bytes = (source_len as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(source.as_bytes());
+        bytes.extend_from_slice(id.as_bytes());
+        assert_eq!(
+            identity_of(&source, &id),
+            IdentityKey(xxhash_rust::xxh3::xxh3_128(&bytes)),
+            "{source_len} + {id_len}"
+        );
+    }
+    // A value pinned from before the buffer changed: stored frames keep their identities.
+    assert_eq!(
+        identity_of("/proxy/edge-09", "57e1faba-6510-7204-d800-5cdd08a0d146").0,
+        226_281_952_962_764_495_603_906_624_508_305_018_347
+    );
+}
+
 #[test]
 fn identity_of_event_is_source_and_id_only() {
     let a = event_with("s", "1", "{\"v\":1}");

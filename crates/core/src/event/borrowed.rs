@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, MapAccess, Visitor};
+use serde::de::{self, Deserialize, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -132,7 +132,7 @@ impl<'a> JsonRef<'a> {
         match self {
             JsonRef::Null => "null",
             JsonRef::Bool(_) => "a boolean",
-            JsonRef::Number(_) => "a number",
+            JsonRef::Number(_) => NUMBER_KIND,
             JsonRef::String(_) => "a string",
             JsonRef::Array(_) => "an array",
             JsonRef::Object(_) => "an object",
@@ -497,3 +497,86 @@ pub(super) fn next_key<'de, A: MapAccess<'de>>(
 ) -> Result<Option<Cow<'de, str>>, A::Error> {
     Ok(map.next_key::<CowStr<'de>>()?.map(|k| k.0))
 }
+
+/// Reads a string attribute's value in one pass: the string itself (borrowed when it has no
+/// escapes), or the kind of the value that stands where a string belongs. A value of another
+/// kind is still read through, as serde_json's `Value` would read it (its syntax and its
+/// nesting limit), so that a broken value stays `malformed_event` rather than a wrongly typed
+/// attribute.
+pub(super) struct StringAttribute;
+
+/// The key under which serde_json (with `arbitrary_precision`) hands a number to a visitor
+/// that asked for any value.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+impl<'de> de::DeserializeSeed<'de> for StringAttribute {
+    type Value = Result<Cow<'de, str>, &'static str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(StringAttribute)
+    }
+}
+
+impl<'de> Visitor<'de> for StringAttribute {
+    type Value = Result<Cow<'de, str>, &'static str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Ok(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Ok(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Ok(Cow::Owned(v)))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(JsonRef::Bool(true).kind()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Err(JsonRef::Null.kind()))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(NUMBER_KIND))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(NUMBER_KIND))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(NUMBER_KIND))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(Err(JsonRef::Array(Vec::new()).kind()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut kind = JsonRef::Object(Vec::new()).kind();
+        let mut first = true;
+        while let Some(CowStr(key)) = map.next_key()? {
+            if first && key == NUMBER_TOKEN {
+                kind = NUMBER_KIND;
+            }
+            first = false;
+            map.next_value::<Value>()?;
+        }
+        Ok(Err(kind))
+    }
+}
+
+/// [`JsonRef::kind`] of a number.
+const NUMBER_KIND: &str = "a number";

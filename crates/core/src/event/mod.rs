@@ -486,14 +486,13 @@ impl<'de> Visitor<'de> for WireVisitor<'_> {
             if slot.is_some() {
                 return Err(de::Error::custom(format!("duplicate attribute `{key}`")));
             }
-            // Any JSON value is read first, so that a syntax error inside it stays a syntax
+            // Any JSON value is read through, so that a syntax error inside it stays a syntax
             // error (malformed_event) instead of being reported as a wrongly typed attribute.
-            match borrowed::next_json(&mut map, self.depth)? {
-                JsonRef::String(text) => *slot = Some(text),
-                other => {
+            match map.next_value_seed(borrowed::StringAttribute)? {
+                Ok(text) => *slot = Some(text),
+                Err(kind) => {
                     return Err(de::Error::custom(format!(
-                        "attribute `{key}` must be a string, not {}",
-                        other.kind()
+                        "attribute `{key}` must be a string, not {kind}"
                     )));
                 }
             }

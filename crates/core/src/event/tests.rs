@@ -202,12 +202,13 @@ fn invalid_attribute_for_non_string_required_attributes() {
         "time",
         "datacontenttype",
     ] {
-        for value in [
-            json!(7),
-            json!(null),
-            json!(true),
-            json!({"a": 1}),
-            json!(["x"]),
+        for (value, kind) in [
+            (json!(7), "a number"),
+            (json!(-1.5e3), "a number"),
+            (json!(null), "null"),
+            (json!(true), "a boolean"),
+            (json!({"a": 1}), "an object"),
+            (json!(["x"]), "an array"),
         ] {
             let err = parse_map(&with(name, value.clone())).expect_err(name);
             assert_eq!(
@@ -219,6 +220,10 @@ fn invalid_attribute_for_non_string_required_attributes() {
                 unreachable!()
             };
             assert!(message.contains(name), "message names `{name}`: {message}");
+            assert!(
+                message.contains(&format!("must be a string, not {kind} ")),
+                "message names the kind: {message}"
+            );
         }
     }
 }
