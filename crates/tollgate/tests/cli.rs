@@ -154,6 +154,16 @@ fn usage_json(data: &Path, slug: &str, extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The `bytes-in` meter's total over every subject.
+fn bytes_in_total(data: &Path) -> i128 {
+    usage_json(data, "bytes-in", &[])["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(int_value)
+        .sum()
+}
+
 #[test]
 fn import_twice_counts_once() {
     let dir = TestDir::new("cli-import");
@@ -177,15 +187,8 @@ fn import_twice_counts_once() {
 
     // And the events were counted once.
     put_meters(&data);
-    let usage = usage_json(&data, "bytes-in", &[]);
-    let total: i128 = usage["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(int_value)
-        .sum();
     let want: i64 = rows.iter().map(|r| r.bytes_in).sum();
-    assert_eq!(total, i128::from(want));
+    assert_eq!(bytes_in_total(&data), i128::from(want));
 }
 
 #[test]
@@ -289,14 +292,7 @@ fn a_file_of_many_chunks_counts_in_file_order() {
     }
     assert!(stdout.contains(": conflict"), "{stdout}");
     // The last error is past the 20 listed; the summary counts it.
-    let usage = usage_json(&data, "bytes-in", &[]);
-    let total: i128 = usage["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(int_value)
-        .sum();
-    assert_eq!(total, i128::try_from(want).unwrap());
+    assert_eq!(bytes_in_total(&data), i128::try_from(want).unwrap());
 }
 
 #[test]
