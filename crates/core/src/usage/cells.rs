@@ -310,6 +310,11 @@ impl<C> Default for Series<C> {
 }
 
 impl<C: Cell> Series<C> {
+    /// Whether no event was added yet.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.days.is_empty()
+    }
+
     /// Adds one event's cell at a minute since the epoch.
     pub(crate) fn add(&mut self, minute: i64, cell: &C) {
         let day = minute.div_euclid(MINUTES_PER_DAY);

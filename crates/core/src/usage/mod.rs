@@ -253,7 +253,36 @@ impl Observed {
 const GROUP_ABSENT: char = '-';
 
 /// The series of one meter, in its aggregation's cell type.
-type Store<C> = HashMap<(u32, u32), Series<C>>;
+/// Series by (subject id, group id). The series of a meter without dimensions (all in one
+/// group) sit in a vector indexed by subject id, which finds them without hashing a key and
+/// probing a table for every event and meter; grouped series sit in a hash map.
+#[derive(Debug)]
+struct Store<C> {
+    /// The group id of meters without dimensions.
+    ungrouped_id: u32,
+    /// Series of `ungrouped_id` by subject id; a series without days is none yet.
+    ungrouped: Vec<Series<C>>,
+    grouped: HashMap<(u32, u32), Series<C>>,
+}
+
+impl<C: Cell> Store<C> {
+    fn new(ungrouped_id: u32) -> Store<C> {
+        Store {
+            ungrouped_id,
+            ungrouped: Vec::new(),
+            grouped: HashMap::default(),
+        }
+    }
+
+    fn get(&self, (subject, group): (u32, u32)) -> Option<&Series<C>> {
+        if group == self.ungrouped_id {
+            let at = usize::try_from(subject).ok()?;
+            self.ungrouped.get(at).filter(|s| !s.is_empty())
+        } else {
+            self.grouped.get(&(subject, group))
+        }
+    }
+}
 
 /// One store per aggregation: a rollup holds exactly one of these.
 #[derive(Debug)]
@@ -268,7 +297,19 @@ enum Cells {
 
 /// Adds a cell to a series, creating it if needed. Returns whether the series is new.
 fn add<C: Cell>(store: &mut Store<C>, key: (u32, u32), minute: i64, cell: &C) -> bool {
-    match store.get_mut(&key) {
+    if key.1 == store.ungrouped_id {
+        let at = usize::try_from(key.0).unwrap_or(usize::MAX);
+        if at >= store.ungrouped.len() {
+            store.ungrouped.resize_with(at + 1, Series::default);
+        }
+        let Some(series) = store.ungrouped.get_mut(at) else {
+            return false;
+        };
+        let created = series.is_empty();
+        series.add(minute, cell);
+        return created;
+    }
+    match store.grouped.get_mut(&key) {
         Some(series) => {
             series.add(minute, cell);
             false
@@ -276,7 +317,7 @@ fn add<C: Cell>(store: &mut Store<C>, key: (u32, u32), minute: i64, cell: &C) ->
         None => {
             let mut series = Series::default();
             series.add(minute, cell);
-            store.insert(key, series);
+            store.grouped.insert(key, series);
             true
         }
     }
@@ -320,12 +361,12 @@ impl Rollup {
         let mut groups = Interner::default();
         let no_group = groups.intern("");
         let cells = match meter.aggregation() {
-            Aggregation::Sum => Cells::Sum(Store::default()),
-            Aggregation::Count => Cells::Count(Store::default()),
-            Aggregation::Max => Cells::Max(Store::default()),
-            Aggregation::Min => Cells::Min(Store::default()),
-            Aggregation::Latest => Cells::Latest(Store::default()),
-            Aggregation::UniqueCount => Cells::Unique(Store::default()),
+            Aggregation::Sum => Cells::Sum(Store::new(no_group)),
+            Aggregation::Count => Cells::Count(Store::new(no_group)),
+            Aggregation::Max => Cells::Max(Store::new(no_group)),
+            Aggregation::Min => Cells::Min(Store::new(no_group)),
+            Aggregation::Latest => Cells::Latest(Store::new(no_group)),
+            Aggregation::UniqueCount => Cells::Unique(Store::new(no_group)),
         };
         Rollup {
             meter,
@@ -531,7 +572,7 @@ impl Rollup {
                 merged.clear();
                 merged.resize(plan.windows.len(), None);
                 for group_id in group_ids {
-                    if let Some(series) = store.get(&(*subject_id, *group_id)) {
+                    if let Some(series) = store.get((*subject_id, *group_id)) {
                         series.fold_windows(&plan.minutes, &mut merged);
                     }
                 }
@@ -543,7 +584,7 @@ impl Rollup {
             // Projected group key → one accumulator per window, in key order.
             let mut projected: BTreeMap<Vec<Option<&str>>, Vec<Option<C>>> = BTreeMap::new();
             for group_id in group_ids {
-                let Some(series) = store.get(&(*subject_id, *group_id)) else {
+                let Some(series) = store.get((*subject_id, *group_id)) else {
                     continue;
                 };
                 let values = split_group(self.groups.name(*group_id));
