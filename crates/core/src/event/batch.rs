@@ -11,8 +11,11 @@ use serde_json::value::RawValue;
 pub fn ndjson_spans(body: &str) -> Vec<(usize, Range<usize>)> {
     let mut spans = Vec::new();
     let mut start = 0usize;
-    for (line, text) in body.split('\n').enumerate() {
-        let end = start + text.len();
+    // Every newline ends a line, and the text after the last one is a line too (empty when
+    // the body ends with a newline), as `str::split` gives them; memchr finds them with SIMD.
+    let ends = memchr::memchr_iter(b'\n', body.as_bytes()).chain(std::iter::once(body.len()));
+    for (line, end) in ends.enumerate() {
+        let text = body.get(start..end).unwrap_or_default();
         let trimmed = text.trim_end_matches('\r');
         if !trimmed.trim().is_empty() {
             spans.push((line, start..start + trimmed.len()));

@@ -196,15 +196,20 @@ const MEMBERS_EXPECTED: usize = 10;
 
 /// A string's value from its text (quotes included): borrowed unless it has escapes.
 fn string_of(raw: &str) -> Result<Cow<'_, str>, serde_json::Error> {
-    let inner = raw
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or_default();
-    if inner.contains('\\') {
-        Ok(Cow::Owned(serde_json::from_str(raw)?))
-    } else {
-        Ok(Cow::Borrowed(inner))
+    let escaped = memchr::memchr(b'\\', raw.as_bytes()).is_some();
+    unquote(raw, escaped)
+}
+
+/// A string's value from its text (quotes included), knowing whether it has escapes.
+fn unquote(raw: &str, escaped: bool) -> Result<Cow<'_, str>, serde_json::Error> {
+    if escaped {
+        return Ok(Cow::Owned(serde_json::from_str(raw)?));
     }
+    Ok(Cow::Borrowed(
+        raw.strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or_default(),
+    ))
 }
 
 /// An object's members, from its text. The text was validated as JSON when it was captured,
@@ -219,9 +224,10 @@ fn read_object<'a>(
     let mut members = Vec::with_capacity(MEMBERS_EXPECTED);
     let mut text = Validated::inside(raw);
     while text.next_is(b'"') {
-        let key = string_of(text.string())?;
+        let (key, escaped) = text.string();
+        let key = unquote(key, escaped)?;
         text.skip(b':');
-        let value = JsonRef::from_raw(text.value(), level + 1, depth)?;
+        let value = text.json(level + 1, depth)?;
         members.push((key, value));
         text.skip(b',');
     }
@@ -237,7 +243,7 @@ fn read_array<'a>(
     let mut items = Vec::new();
     let mut text = Validated::inside(raw);
     while !text.next_is(b']') {
-        items.push(JsonRef::from_raw(text.value(), level + 1, depth)?);
+        items.push(text.json(level + 1, depth)?);
         text.skip(b',');
     }
     Ok(JsonRef::Array(items))
@@ -284,17 +290,32 @@ impl<'a> Validated<'a> {
         self.text.get(start..self.at).unwrap_or_default()
     }
 
+    /// Moves past the value after whitespace and reads it as [`JsonRef::from_raw`] would,
+    /// without scanning a string a second time for escapes.
+    fn json(&mut self, level: usize, depth: &Depth) -> Result<JsonRef<'a>, serde_json::Error> {
+        self.skip_space();
+        if self.byte() == Some(b'"') {
+            let (raw, escaped) = self.string();
+            return Ok(JsonRef::String(unquote(raw, escaped)?));
+        }
+        JsonRef::from_raw(self.value(), level, depth)
+    }
+
     /// Moves past the string at the cursor (on its opening quote); returns its text with
-    /// the quotes.
-    fn string(&mut self) -> &'a str {
+    /// the quotes, and whether it has escapes.
+    fn string(&mut self) -> (&'a str, bool) {
         let start = self.at;
         let bytes = self.text.as_bytes();
         let mut at = start + 1;
+        let mut escaped = false;
         loop {
             let rest = bytes.get(at..).unwrap_or_default();
             match memchr::memchr2(b'"', b'\\', rest) {
                 // An escape is two bytes at least (`\"` among them); `\uXXXX` goes on as text.
-                Some(k) if rest.get(k) == Some(&b'\\') => at += k + 2,
+                Some(k) if rest.get(k) == Some(&b'\\') => {
+                    escaped = true;
+                    at += k + 2;
+                }
                 Some(k) => {
                     at += k + 1;
                     break;
@@ -306,7 +327,7 @@ impl<'a> Validated<'a> {
             }
         }
         self.at = at;
-        self.since(start)
+        (self.since(start), escaped)
     }
 
     /// Moves past the value after whitespace; returns its text.
@@ -314,7 +335,7 @@ impl<'a> Validated<'a> {
         self.skip_space();
         let start = self.at;
         match self.byte() {
-            Some(b'"') => return self.string(),
+            Some(b'"') => return self.string().0,
             Some(b'{' | b'[') => {
                 let mut open = 0usize;
                 while let Some(b) = self.byte() {

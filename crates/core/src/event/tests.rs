@@ -709,3 +709,26 @@ fn json_text(depth: u32) -> impl Strategy<Value = String> {
         ]
     })
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// NDJSON spans are the non-blank lines `str::split` gives, numbered from 0, without their
+    /// `\r`, whatever mix of newlines, carriage returns, blanks and text the body holds.
+    #[test]
+    fn ndjson_spans_are_the_non_blank_lines(body in "[ab \r\n{}é]{0,60}") {
+        let want: Vec<(usize, std::ops::Range<usize>)> = {
+            let mut start = 0usize;
+            let mut spans = Vec::new();
+            for (line, text) in body.split('\n').enumerate() {
+                let trimmed = text.trim_end_matches('\r');
+                if !trimmed.trim().is_empty() {
+                    spans.push((line, start..start + trimmed.len()));
+                }
+                start += text.len() + 1;
+            }
+            spans
+        };
+        prop_assert_eq!(batch::ndjson_spans(&body), want);
+    }
+}
