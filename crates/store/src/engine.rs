@@ -1061,7 +1061,9 @@ fn apply_to_sessions(sessions: &SharedSessions, group: &[Queued], verdicts: &[Ve
 #[derive(Clone, Copy)]
 struct Fold<'g> {
     batch: &'g PreparedBatch,
-    k: usize,
+    /// Read only for the subject's text the first time a rollup sees its number, or to read
+    /// a stale event again.
+    ev: &'g PreparedEvent,
     seq: u64,
     subject_number: u32,
     time: UnixMs,
@@ -1104,7 +1106,7 @@ fn apply_to_rollups(
             && batch.meters == rollups.len();
         let meters = if current { batch.meters } else { 0 };
         let mut observed = observed.into_iter();
-        for (k, (ev, v)) in batch.events.iter().zip(vs).enumerate() {
+        for (ev, v) in batch.events.iter().zip(vs) {
             let readings = observed.by_ref().take(meters);
             if *v != Verdict::Accepted {
                 readings.for_each(drop);
@@ -1115,7 +1117,7 @@ fn apply_to_rollups(
             };
             shard.events.push(Fold {
                 batch,
-                k,
+                ev,
                 seq,
                 subject_number: ev.subject_number,
                 time: ev.time,
@@ -1158,15 +1160,12 @@ fn fold_shard(rollups: &[SharedRollup], shard: usize, folds: &ShardFolds<'_>) {
     let meters = shards.len();
     let mut readings = folds.observed.chunks_exact(meters.max(1));
     for fold in &folds.events {
-        let Some(ev) = fold.batch.events.get(fold.k) else {
-            continue;
-        };
         if fold.current {
             let Some(observed) = readings.next() else {
                 continue;
             };
             for (r, observed) in shards.iter_mut().zip(observed) {
-                let subject = || ev.subject(fold.batch);
+                let subject = || fold.ev.subject(fold.batch);
                 r.apply_observed_numbered(
                     fold.subject_number,
                     subject,
@@ -1175,7 +1174,7 @@ fn fold_shard(rollups: &[SharedRollup], shard: usize, folds: &ShardFolds<'_>) {
                     observed,
                 );
             }
-        } else if let Some(event) = ev.reparse(fold.batch) {
+        } else if let Some(event) = fold.ev.reparse(fold.batch) {
             // The meters changed since the batch was read (or another engine read it, whose
             // meters and subject numbers are not these): read the event again.
             for r in &mut shards {

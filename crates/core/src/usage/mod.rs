@@ -282,6 +282,33 @@ impl<C: Cell> Store<C> {
             self.grouped.get(&(subject, group))
         }
     }
+    /// Adds a cell to a series, creating it if needed. Returns whether the series is new.
+    fn add(&mut self, key: (u32, u32), minute: i64, cell: &C) -> bool {
+        if key.1 == self.ungrouped_id {
+            let at = usize::try_from(key.0).unwrap_or(usize::MAX);
+            if at >= self.ungrouped.len() {
+                self.ungrouped.resize_with(at + 1, Series::default);
+            }
+            let Some(series) = self.ungrouped.get_mut(at) else {
+                return false;
+            };
+            let created = series.is_empty();
+            series.add(minute, cell);
+            return created;
+        }
+        match self.grouped.get_mut(&key) {
+            Some(series) => {
+                series.add(minute, cell);
+                false
+            }
+            None => {
+                let mut series = Series::default();
+                series.add(minute, cell);
+                self.grouped.insert(key, series);
+                true
+            }
+        }
+    }
 }
 
 /// One store per aggregation: a rollup holds exactly one of these.
@@ -293,34 +320,6 @@ enum Cells {
     Min(Store<MinCell>),
     Latest(Store<LatestCell>),
     Unique(Store<UniqueCell>),
-}
-
-/// Adds a cell to a series, creating it if needed. Returns whether the series is new.
-fn add<C: Cell>(store: &mut Store<C>, key: (u32, u32), minute: i64, cell: &C) -> bool {
-    if key.1 == store.ungrouped_id {
-        let at = usize::try_from(key.0).unwrap_or(usize::MAX);
-        if at >= store.ungrouped.len() {
-            store.ungrouped.resize_with(at + 1, Series::default);
-        }
-        let Some(series) = store.ungrouped.get_mut(at) else {
-            return false;
-        };
-        let created = series.is_empty();
-        series.add(minute, cell);
-        return created;
-    }
-    match store.grouped.get_mut(&key) {
-        Some(series) => {
-            series.add(minute, cell);
-            false
-        }
-        None => {
-            let mut series = Series::default();
-            series.add(minute, cell);
-            store.grouped.insert(key, series);
-            true
-        }
-    }
 }
 
 /// All usage of one meter, in memory.
@@ -468,12 +467,11 @@ impl Rollup {
         let key = (subject_id, group_id);
         let minute = time.minute();
         let created = match (&mut self.cells, reading) {
-            (Cells::Count(s), _) => add(s, key, minute, &CountCell(1)),
-            (Cells::Sum(s), ObservedReading::Number(n)) => add(s, key, minute, &SumCell(*n)),
-            (Cells::Max(s), ObservedReading::Number(n)) => add(s, key, minute, &MaxCell(*n)),
-            (Cells::Min(s), ObservedReading::Number(n)) => add(s, key, minute, &MinCell(*n)),
-            (Cells::Latest(s), ObservedReading::Number(n)) => add(
-                s,
+            (Cells::Count(s), _) => s.add(key, minute, &CountCell(1)),
+            (Cells::Sum(s), ObservedReading::Number(n)) => s.add(key, minute, &SumCell(*n)),
+            (Cells::Max(s), ObservedReading::Number(n)) => s.add(key, minute, &MaxCell(*n)),
+            (Cells::Min(s), ObservedReading::Number(n)) => s.add(key, minute, &MinCell(*n)),
+            (Cells::Latest(s), ObservedReading::Number(n)) => s.add(
                 key,
                 minute,
                 &LatestCell {
@@ -485,7 +483,7 @@ impl Rollup {
             (Cells::Unique(s), ObservedReading::Key(hash)) => {
                 let next = u32::try_from(self.values.len()).unwrap_or_else(|_| panic!("4G values"));
                 let id = *self.values.entry(*hash).or_insert(next);
-                add(s, key, minute, &UniqueCell::One(id))
+                s.add(key, minute, &UniqueCell::One(id))
             }
             (cells, reading) => panic!("meter cells {cells:?} got reading {reading:?}"),
         };
