@@ -12,6 +12,7 @@
 pub mod batch;
 mod borrowed;
 mod error;
+mod scan;
 #[cfg(test)]
 mod tests;
 
@@ -341,6 +342,15 @@ fn parse_wire(raw: &str) -> Result<Wire<'_>, EventError> {
     if raw.len() > EVENT_BYTES_MAX {
         return Err(EventError::TooLarge { bytes: raw.len() });
     }
+    match scan::scan(raw) {
+        Some(wire) => Ok(wire),
+        None => parse_wire_general(raw),
+    }
+}
+
+/// [`parse_wire`] of any text, through serde_json: every event the scanner declines, and so
+/// every error.
+fn parse_wire_general(raw: &str) -> Result<Wire<'_>, EventError> {
     if !raw.trim_start().starts_with('{') {
         return Err(EventError::Malformed {
             message: "expected a JSON object".into(),
@@ -364,7 +374,7 @@ fn parse_wire(raw: &str) -> Result<Wire<'_>, EventError> {
 }
 
 /// The attributes as they came off the wire, before validation.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Wire<'a> {
     specversion: Option<Cow<'a, str>>,
     id: Option<Cow<'a, str>>,
@@ -378,6 +388,20 @@ struct Wire<'a> {
 }
 
 impl<'a> Wire<'a> {
+    /// The slot of the core string attribute `key` (`None` for `data` and every other name).
+    fn string_slot(&mut self, key: &str) -> Option<&mut Option<Cow<'a, str>>> {
+        Some(match key {
+            "specversion" => &mut self.specversion,
+            "id" => &mut self.id,
+            "source" => &mut self.source,
+            "type" => &mut self.event_type,
+            "subject" => &mut self.subject,
+            "time" => &mut self.time,
+            "datacontenttype" => &mut self.datacontenttype,
+            _ => return None,
+        })
+    }
+
     fn validate(self, received: UnixMs) -> Result<EventRef<'a>, EventError> {
         let specversion = self.specversion.ok_or(EventError::MissingAttribute {
             name: "specversion",
@@ -403,12 +427,16 @@ impl<'a> Wire<'a> {
         check_len("subject", &subject, EVENT_SUBJECT_BYTES_MAX)?;
         let time = match &self.time {
             None => received,
-            Some(text) => {
-                let ts: jiff::Timestamp = text.parse().map_err(|_| EventError::InvalidTime {
-                    found: truncate(text),
-                })?;
-                UnixMs::from_timestamp(ts)
-            }
+            Some(text) => match UnixMs::parse_common(text) {
+                Some(time) => time,
+                None => {
+                    let ts: jiff::Timestamp =
+                        text.parse().map_err(|_| EventError::InvalidTime {
+                            found: truncate(text),
+                        })?;
+                    UnixMs::from_timestamp(ts)
+                }
+            },
         };
         let mut extensions = self.extensions;
         extensions.sort_by(|a, b| a.0.cmp(&b.0));
@@ -432,6 +460,18 @@ fn truncate(text: &str) -> String {
     text.chars().take(QUOTE_CHARS_MAX).collect()
 }
 
+/// Whether `name` may name an attribute outside the core ones: the CloudEvents naming rule
+/// (`[a-z0-9]{1,20}`), or `data_base64` (`dataschema` and `data_base64` are spec attributes
+/// kept verbatim, like extensions).
+fn is_extension_name(name: &str) -> bool {
+    let valid = !name.is_empty()
+        && name.len() <= EXTENSION_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    valid || name == "data_base64"
+}
+
 /// Reads the top-level object in one pass without buffering (serde's `flatten` would).
 struct WireVisitor<'d> {
     depth: &'d borrowed::Depth,
@@ -447,40 +487,29 @@ impl<'de> Visitor<'de> for WireVisitor<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Wire<'de>, A::Error> {
         let mut wire = Wire::default();
         while let Some(key) = borrowed::next_key(&mut map)? {
-            let slot = match key.as_ref() {
-                "specversion" => &mut wire.specversion,
-                "id" => &mut wire.id,
-                "source" => &mut wire.source,
-                "type" => &mut wire.event_type,
-                "subject" => &mut wire.subject,
-                "time" => &mut wire.time,
-                "datacontenttype" => &mut wire.datacontenttype,
-                "data" => {
-                    if wire.data.is_some() {
-                        return Err(de::Error::custom("duplicate attribute `data`"));
+            let Some(slot) = wire.string_slot(&key) else {
+                match key.as_ref() {
+                    "data" => {
+                        if wire.data.is_some() {
+                            return Err(de::Error::custom("duplicate attribute `data`"));
+                        }
+                        wire.data = Some(borrowed::next_json(&mut map, self.depth)?);
+                        continue;
                     }
-                    wire.data = Some(borrowed::next_json(&mut map, self.depth)?);
-                    continue;
-                }
-                name => {
-                    let valid = !name.is_empty()
-                        && name.len() <= EXTENSION_NAME_BYTES_MAX
-                        && name
-                            .bytes()
-                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-                    // dataschema and data_base64 are spec attributes kept verbatim.
-                    if !valid && name != "data_base64" {
-                        return Err(de::Error::custom(format!(
-                            "attribute name `{}` is not a valid CloudEvents name ([a-z0-9]{{1,20}})",
-                            truncate(name)
-                        )));
+                    name => {
+                        if !is_extension_name(name) {
+                            return Err(de::Error::custom(format!(
+                                "attribute name `{}` is not a valid CloudEvents name ([a-z0-9]{{1,20}})",
+                                truncate(name)
+                            )));
+                        }
+                        if wire.extensions.iter().any(|(k, _)| *k == key) {
+                            return Err(de::Error::custom(format!("duplicate attribute `{name}`")));
+                        }
+                        let value = borrowed::next_json(&mut map, self.depth)?;
+                        wire.extensions.push((key, value));
+                        continue;
                     }
-                    if wire.extensions.iter().any(|(k, _)| *k == key) {
-                        return Err(de::Error::custom(format!("duplicate attribute `{name}`")));
-                    }
-                    let value = borrowed::next_json(&mut map, self.depth)?;
-                    wire.extensions.push((key, value));
-                    continue;
                 }
             };
             if slot.is_some() {

@@ -732,3 +732,147 @@ proptest! {
         prop_assert_eq!(batch::ndjson_spans(&body), want);
     }
 }
+
+/// One line of the benchmark data, the shape nearly every ingested event has.
+const COMMON_EVENT: &str = r#"{"specversion":"1.0","id":"evt-00000001","source":"//proxy/eu-1","type":"proxy.request","subject":"cus_000123","time":"2026-11-05T00:00:01.250Z","datacontenttype":"application/json","data":{"bytes_in":1834,"bytes_out":52311,"session_id":"s-19","dest_host":"example.com","status":200,"client_ip":"203.0.113.7","ratio":-0.25,"cached":false,"note":null}}"#;
+
+/// The fast path reads the common shapes, and reads them as the general parse does.
+#[test]
+fn scan_reads_the_common_shapes_as_the_general_parse() {
+    let shapes = [
+        COMMON_EVENT.to_owned(),
+        // Whitespace wherever JSON allows it, an extension, `data_base64`, scalar `data`.
+        " \t{ \"specversion\" : \"1.0\" ,\n\"id\":\"a\", \"source\":\"s\",\"type\":\"t\",\r\n\"subject\":\"é\",\"region\" : \"eu\", \"n\": 0 } \n".to_owned(),
+        r#"{"specversion":"1.0","id":"a","source":"s","type":"t","subject":"c","data":"text","data_base64":"AA=="}"#.to_owned(),
+        r#"{"specversion":"1.0","id":"a","source":"s","type":"t","subject":"c","data":{}}"#.to_owned(),
+        r#"{"specversion":"1.0","id":"a","source":"s","type":"t","subject":"c","data":-0.5}"#.to_owned(),
+        // Repeated data keys keep the last, members come out sorted.
+        r#"{"specversion":"1.0","id":"a","source":"s","type":"t","subject":"c","data":{"b":1,"a":2,"b":3}}"#.to_owned(),
+        r#"{}"#.to_owned(),
+    ];
+    for raw in &shapes {
+        let fast = scan::scan(raw).unwrap_or_else(|| panic!("declined {raw}"));
+        assert_eq!(fast, parse_wire_general(raw).unwrap(), "{raw}");
+    }
+    let data = EventRef::parse(&shapes[5], RECEIVED)
+        .unwrap()
+        .data
+        .to_value();
+    assert_eq!(data, json!({"a": 2, "b": 3}));
+}
+
+/// Whatever the fast path does not read, or reads differently from its text, it leaves to
+/// the general parse, which gives the errors.
+#[test]
+fn scan_declines_what_it_does_not_read() {
+    let head = r#"{"specversion":"1.0","id":"a","source":"s","type":"t","subject":"c""#;
+    let declined = [
+        format!(r#"{head},"data":{{"k":"a\"b"}}}}"#),
+        format!(r#"{head},"data":{{"k":"tab	here"}}}}"#),
+        format!(r#"{head},"data":{{"k":1e5}}}}"#),
+        format!(r#"{head},"data":{{"k":1E+5}}}}"#),
+        format!(r#"{head},"data":{{"k":01}}}}"#),
+        format!(r#"{head},"data":{{"k":1.}}}}"#),
+        format!(r#"{head},"data":{{"k":-}}}}"#),
+        format!(r#"{head},"data":{{"k":.5}}}}"#),
+        format!(r#"{head},"data":{{"k":tru}}}}"#),
+        format!(r#"{head},"data":{{"k":{{"deep":1}}}}}}"#),
+        format!(r#"{head},"data":{{"k":[1]}}}}"#),
+        format!(r#"{head},"data":[1]}}"#),
+        format!(r#"{head},"data":{{"k":1,}}}}"#),
+        format!(r#"{head},"data":{{"k" 1}}}}"#),
+        format!(r#"{head},"data":1,"data":2}}"#),
+        format!(r#"{head},"id":"b"}}"#),
+        format!(r#"{head},"Region":"eu"}}"#),
+        format!(r#"{head},"region":"eu","region":"us"}}"#),
+        format!(r#"{head},"region":{{"a":1}}}}"#),
+        format!(r#"{head},"id2":1}} x"#),
+        format!(r#"{head},}}"#),
+        head.to_owned(),
+        r#"{"specversion":1.0}"#.to_owned(),
+        r#"{"spec\u0076ersion":"1.0"}"#.to_owned(),
+        r#"["specversion"]"#.to_owned(),
+        String::new(),
+    ];
+    for raw in &declined {
+        assert!(scan::scan(raw).is_none(), "read {raw}");
+    }
+    // Still the general parse's answers: an escaped string is an event, a syntax error is not.
+    assert!(EventRef::parse(&declined[0], RECEIVED).is_ok());
+    let err = EventRef::parse(&declined[12], RECEIVED).unwrap_err();
+    assert_eq!(err.code(), "malformed_event");
+}
+
+/// A text edited at random: bytes that matter to JSON inserted, removed or replaced.
+fn edited(text: &str, edits: &[(usize, usize, char)]) -> String {
+    let mut chars: Vec<char> = text.chars().collect();
+    for &(kind, at, c) in edits {
+        if chars.is_empty() {
+            break;
+        }
+        let at = at % chars.len();
+        match kind % 3 {
+            0 => chars.insert(at, c),
+            1 => {
+                chars.remove(at);
+            }
+            _ => chars[at] = c,
+        }
+    }
+    chars.into_iter().collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// Wherever the fast path reads an event, the general parse reads the same attributes from
+    /// it; and an event the general parse refuses, the fast path never reads.
+    #[test]
+    fn scan_agrees_with_the_general_parse(
+        edits in prop::collection::vec(
+            (0usize..3, any::<usize>(), prop::sample::select(vec![
+                '{', '}', '[', ']', ':', ',', '"', '\\', ' ', '\n', '0', '1', '9', '-', '.',
+                'e', 'E', '+', 't', 'f', 'n', 'a', '\u{1}', 'é',
+            ])),
+            0..4,
+        ),
+        data in json_text(2),
+        number in "[-+0-9.eE]{1,5}",
+        string in "[a-z\\\"\u{0}-\u{1f}]{0,4}",
+    ) {
+        let head = r#"{"specversion":"1.0","id":"a","source":"s","type":"t","subject":"c""#;
+        for base in [
+            COMMON_EVENT.to_owned(),
+            format!(r#"{head},"data":{data}}}"#),
+            format!(r#"{head},"data":{{"n":{number},"s":"{string}"}},"ext":{number}}}"#),
+        ] {
+            let raw = edited(&base, &edits);
+            let general = parse_wire_general(&raw);
+            if let Some(fast) = scan::scan(&raw) {
+                prop_assert_eq!(Ok(fast), general, "{}", raw);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// Keys sort as `str` sorts them, however their first eight bytes compare.
+    #[test]
+    fn member_keys_sort_as_str_sorts(a in "[ab\u{0}é]{0,10}", b in "[ab\u{0}é]{0,10}") {
+        prop_assert_eq!(borrowed::key_order(&a, &b), a.cmp(&b));
+    }
+
+    /// The word-at-a-time search stops exactly where a byte-by-byte one would.
+    #[test]
+    fn a_word_stops_a_string_where_a_byte_would(word in any::<[u8; 8]>(), at in 0usize..8, pick in 0usize..6) {
+        let mut word = word;
+        // Often plant one of the bytes that matter, next to their neighbours.
+        if let Some(b) = [b'"', b'\\', 0x1f, 0x20, 0x21, 0x5d].get(pick) {
+            word[at] = *b;
+        }
+        let bytewise = word.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        prop_assert_eq!(scan::first_stop(u64::from_le_bytes(word)), bytewise);
+    }
+}
