@@ -31,7 +31,7 @@ use tollgate_core::sessions::{SESSION_TIMEOUT_MS_DEFAULT, SessionBook, SessionEv
 use tollgate_core::time::{Clock, UnixMs};
 use tollgate_core::usage::{Observed, RollupStats, UsageError, UsageQuery, UsageRow};
 
-use crate::frames::{self, FrameBuilder};
+use crate::frames::{self, FrameSet};
 use crate::usage::{MeterUsage, ROLLUP_SHARDS, SubjectNumbers, shard_of};
 use crate::{Metrics, StoreError, meters};
 
@@ -464,8 +464,7 @@ impl Engine {
         let writer = Writer {
             conn,
             apply: None,
-            frame: FrameBuilder::default(),
-            compressed: Vec::new(),
+            frames: FrameSet::default(),
             index,
             next_seq,
             rollups: Arc::clone(&map),
@@ -1188,9 +1187,8 @@ struct Writer {
     conn: Connection,
     /// The apply thread's queue; `None` once shut down.
     apply: Option<Sender<Applied>>,
-    /// Reused across group commits: the frame being built and its compressed form.
-    frame: FrameBuilder,
-    compressed: Vec<u8>,
+    /// Reused across group commits: the frames being built and their compressed forms.
+    frames: FrameSet,
     index: Index,
     next_seq: u64,
     rollups: RollupMap,
@@ -1289,8 +1287,8 @@ impl Writer {
     fn commit_group(&mut self, mut group: Vec<Queued>) {
         let started = Instant::now();
         let now = self.clock.now();
-        let mut frame = std::mem::take(&mut self.frame);
-        frame.clear();
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
         let mut verdicts: Vec<Vec<Verdict>> = Vec::with_capacity(group.len());
         for (batch, _) in &group {
             let mut vs = Vec::with_capacity(batch.events.len());
@@ -1298,15 +1296,16 @@ impl Writer {
                 let verdict = self.index.offer(ev.key, ev.fp, ev.time);
                 if verdict == Verdict::Accepted {
                     let raw = batch.body.get(ev.span.clone()).unwrap_or("");
-                    frame.push(ev.key, ev.fp, ev.time, raw);
+                    frames.push(ev.key, ev.fp, ev.time, raw);
                 }
                 vs.push(verdict);
             }
             verdicts.push(vs);
         }
         let first_seq = self.next_seq;
-        if frame.len() > 0
-            && let Err(e) = self.write_frame(&frame, first_seq, now)
+        let accepted = frames.len();
+        if accepted > 0
+            && let Err(e) = self.write_frames(&mut frames, first_seq, now)
         {
             tracing::error!(error = %e, "group commit failed; nothing in it was accepted");
             for ((batch, _), vs) in group.iter().zip(&verdicts) {
@@ -1319,11 +1318,11 @@ impl Writer {
             for reply in group.into_iter().filter_map(|(_, r)| r) {
                 let _ = reply.send(Err(clone_err(&e)));
             }
-            self.frame = frame;
+            self.frames = frames;
             return;
         }
-        self.next_seq += u64::from(frame.len());
-        self.frame = frame;
+        self.next_seq += u64::from(accepted);
+        self.frames = frames;
         for ((batch, reply), vs) in group.iter_mut().zip(&verdicts) {
             if batch.answer == Answer::Durable
                 && let Some(reply) = reply.take()
@@ -1353,14 +1352,14 @@ impl Writer {
         }
     }
 
-    fn write_frame(
+    fn write_frames(
         &mut self,
-        frame: &FrameBuilder,
+        frames: &mut FrameSet,
         first_seq: u64,
         now: UnixMs,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        let bytes = frame.insert(&tx, first_seq, now, &mut self.compressed)?;
+        let bytes = frames.insert(&tx, first_seq, now)?;
         tx.commit()?;
         self.metrics.frame_bytes.inc_by(bytes as u64);
         Ok(())

@@ -1,4 +1,7 @@
-//! Event frames: the on-disk form of raw events, one frame per group commit.
+//! Event frames: the on-disk form of raw events. A group commit writes one frame per
+//! [`FRAME_RAW_BYTES_MAX`] of raw events, all in its one transaction, and compresses them on
+//! as many threads as there are cores: LZ4 was the largest part of the writer's time, and the
+//! writer is the one thread every event passes through.
 //!
 //! A frame row holds two blobs. `keys`: per event, the 128-bit identity, the 64-bit payload
 //! fingerprint and the event time (32 bytes, little-endian), so the dedup index is rebuilt at
@@ -54,18 +57,11 @@ impl FrameBuilder {
         self.count
     }
 
-    /// Inserts the frame (inside the caller's transaction), compressing into `buf`. Returns
-    /// the stored size.
-    pub(crate) fn insert(
-        &self,
-        conn: &Connection,
-        first_event_seq: u64,
-        committed: UnixMs,
-        buf: &mut Vec<u8>,
-    ) -> Result<usize, StoreError> {
-        // Same layout as `lz4_flex::compress_prepend_size`: u32 LE size, then the block. The
-        // buffer keeps its largest length between frames, so it is zeroed only where it grows
-        // (zeroing the whole worst case before every frame cost as much as a tenth of LZ4).
+    /// Compresses the raw events into `buf` (`lz4_flex::compress_prepend_size`'s layout: u32
+    /// LE size, then the block); returns the compressed length. The buffer keeps its largest
+    /// length between frames, so it is zeroed only where it grows (zeroing the whole worst
+    /// case before every frame cost as much as a tenth of LZ4).
+    fn compress(&self, buf: &mut Vec<u8>) -> Result<usize, StoreError> {
         let size = u32::try_from(self.raw.len()).unwrap_or_else(|_| panic!("frame over 4 GiB"));
         let room = 4 + lz4_flex::block::get_maximum_output_size(self.raw.len());
         if buf.len() < room {
@@ -75,7 +71,18 @@ impl FrameBuilder {
         head.copy_from_slice(&size.to_le_bytes());
         let n = lz4_flex::block::compress_into(&self.raw, block)
             .map_err(|e| StoreError::Corrupt(format!("compressing a frame: {e}")))?;
-        let events: &[u8] = buf.get(..4 + n).unwrap_or_default();
+        Ok(4 + n)
+    }
+
+    /// Inserts the frame (inside the caller's transaction) with its compressed `events`.
+    /// Returns the stored size.
+    fn insert(
+        &self,
+        conn: &Connection,
+        first_event_seq: u64,
+        committed: UnixMs,
+        events: &[u8],
+    ) -> Result<usize, StoreError> {
         conn.prepare_cached(
             "INSERT INTO event_frames (first_event_seq, event_count, min_time_ms, max_time_ms,
                 committed_ms, keys, events) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -91,6 +98,125 @@ impl FrameBuilder {
         ])?;
         Ok(events.len() + self.keys.len())
     }
+}
+
+/// Raw event bytes after which a group commit starts another frame, so that a large group is
+/// compressed on several threads (LZ4's 64 KiB window makes a larger frame compress no better).
+pub(crate) const FRAME_RAW_BYTES_MAX: usize = 1 << 20;
+
+/// Most threads one group commit compresses its frames on.
+const COMPRESS_THREADS_MAX: usize = 4;
+
+/// The frames of one group commit, in event order. Reused across group commits: its builders
+/// and compression buffers keep their memory.
+#[derive(Default)]
+pub(crate) struct FrameSet {
+    frames: Vec<FrameBuilder>,
+    /// Builders in use (the rest are kept for later groups).
+    used: usize,
+    /// One compression buffer per builder.
+    compressed: Vec<Vec<u8>>,
+}
+
+impl FrameSet {
+    /// Empties the set, keeping its buffers.
+    pub(crate) fn clear(&mut self) {
+        self.used = 0;
+    }
+
+    /// Adds an accepted event to the last frame, or to a new one when the last is full.
+    pub(crate) fn push(&mut self, key: IdentityKey, fp: Fingerprint, time: UnixMs, raw: &str) {
+        let full = self
+            .used
+            .checked_sub(1)
+            .and_then(|last| self.frames.get(last))
+            .is_none_or(|f| f.raw.len() >= FRAME_RAW_BYTES_MAX);
+        if full {
+            if self.frames.len() == self.used {
+                self.frames.push(FrameBuilder::default());
+                self.compressed.push(Vec::new());
+            }
+            if let Some(f) = self.frames.get_mut(self.used) {
+                f.clear();
+            }
+            self.used += 1;
+        }
+        if let Some(f) = self.frames.get_mut(self.used - 1) {
+            f.push(key, fp, time, raw);
+        }
+    }
+
+    /// Events in the set.
+    pub(crate) fn len(&self) -> u32 {
+        self.in_use().iter().map(FrameBuilder::len).sum()
+    }
+
+    fn in_use(&self) -> &[FrameBuilder] {
+        self.frames.get(..self.used).unwrap_or_default()
+    }
+
+    /// Compresses every frame (on up to one thread per core) and inserts them inside the
+    /// caller's transaction, numbering events from `first_event_seq`. Returns the stored size.
+    pub(crate) fn insert(
+        &mut self,
+        conn: &Connection,
+        first_event_seq: u64,
+        committed: UnixMs,
+    ) -> Result<usize, StoreError> {
+        let frames = self.frames.get(..self.used).unwrap_or_default();
+        let bufs = self.compressed.get_mut(..self.used).unwrap_or_default();
+        let threads = crate::usage::cores().min(COMPRESS_THREADS_MAX);
+        let lengths = compress_all(frames, bufs, threads)?;
+        let mut seq = first_event_seq;
+        let mut bytes = 0;
+        for ((frame, buf), n) in frames.iter().zip(&self.compressed).zip(lengths) {
+            bytes += frame.insert(conn, seq, committed, buf.get(..n).unwrap_or_default())?;
+            seq += u64::from(frame.count);
+        }
+        Ok(bytes)
+    }
+}
+
+/// Compresses `frames[i]` into `bufs[i]`, the frames split in runs over up to `threads`
+/// threads (this one among them); returns the compressed lengths in frame order.
+fn compress_all(
+    frames: &[FrameBuilder],
+    bufs: &mut [Vec<u8>],
+    threads: usize,
+) -> Result<Vec<usize>, StoreError> {
+    let each = |frames: &[FrameBuilder], bufs: &mut [Vec<u8>]| -> Result<Vec<usize>, StoreError> {
+        frames
+            .iter()
+            .zip(bufs)
+            .map(|(f, b)| f.compress(b))
+            .collect()
+    };
+    let threads = threads.min(frames.len());
+    if threads <= 1 {
+        return each(frames, bufs);
+    }
+    let run = frames.len().div_ceil(threads);
+    let (my_frames, mut frames) = frames.split_at(run);
+    let (my_bufs, mut bufs) = bufs.split_at_mut(run);
+    std::thread::scope(|scope| {
+        let mut helpers = Vec::with_capacity(threads - 1);
+        while !frames.is_empty() {
+            let n = run.min(frames.len());
+            let (f, later_frames) = frames.split_at(n);
+            let (b, later_bufs) = std::mem::take(&mut bufs).split_at_mut(n);
+            frames = later_frames;
+            bufs = later_bufs;
+            helpers.push(scope.spawn(move || each(f, b)));
+        }
+        let mut lengths = each(my_frames, my_bufs)?;
+        for helper in helpers {
+            let part = helper
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+            lengths.extend(part);
+        }
+        Ok(lengths)
+    })
 }
 
 /// One stored frame, as read back.

@@ -1,8 +1,8 @@
 //! tollgate-store: where Tollgate keeps things, and the one writer that changes them.
 //!
 //! Owns: the data directory (one SQLite database in WAL mode, and a lock file so that one
-//! process writes at a time); raw events, stored as compressed frames, one frame per group
-//! commit; API keys; meter definitions; the [`engine::Engine`], whose single writer thread
+//! process writes at a time); raw events, stored as compressed frames (a group commit writes one
+//! per megabyte of raw events); API keys; meter definitions; the [`engine::Engine`], whose single writer thread
 //! decides dedup verdicts, commits and fsyncs a group of batches, and only then updates the
 //! in-memory rollups and answers; the webhook outbox ([`webhooks`]) and the provider outbox ([`providers`]), which share
 //! their worker signal, writing connection and attempt bookkeeping (`outbox`). Does not own: HTTP, the CLI, or domain rules (`tollgate-core`).

@@ -424,6 +424,63 @@ fn a_large_group_counts_exactly_when_folded_on_several_threads() {
     assert_eq!(got, want);
 }
 
+/// A group larger than one frame's worth of raw events is stored as several frames, numbered
+/// one after another and compressed on several threads, and replays to the same counts.
+#[test]
+fn a_large_group_is_stored_as_several_frames_and_replays_exactly() {
+    let dir = TempDir::new("frames");
+    let engine = open(&dir);
+    engine.put_meter_blocking(sum_meter("bytes")).unwrap();
+    let lines: Vec<String> = (0..30_000u32)
+        .map(|id| {
+            event(
+                id,
+                &format!("c{}", id % 101),
+                i64::from(id % 900),
+                u64::from(id),
+            )
+        })
+        .collect();
+    let raw_bytes: usize = lines.iter().map(String::len).sum();
+    assert!(
+        raw_bytes > 3 << 20,
+        "{raw_bytes} bytes make at least four frames"
+    );
+    assert_eq!(ingest(&engine, &lines).accepted, 30_000);
+    let before: std::collections::BTreeMap<String, u64> = totals(&engine, "bytes");
+    engine.close();
+
+    let conn = rusqlite::Connection::open(dir.0.join(tollgate_store::DB_FILE)).unwrap();
+    let frames: Vec<(i64, i64)> = conn
+        .prepare("SELECT first_event_seq, event_count FROM event_frames ORDER BY frame_seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    drop(conn);
+    assert!(frames.len() >= 4, "{frames:?}");
+    let mut next = 1;
+    for (first, count) in &frames {
+        assert_eq!(
+            *first, next,
+            "frames numbered one after another: {frames:?}"
+        );
+        next += count;
+    }
+    assert_eq!(next, 30_001);
+
+    let engine = open(&dir);
+    let after: std::collections::BTreeMap<String, u64> = totals(&engine, "bytes");
+    assert_eq!(after, before);
+    let want: u64 = (0..30_000u64).sum();
+    assert_eq!(after.values().sum::<u64>(), want);
+    let again = ingest(&engine, &lines);
+    assert_eq!((again.accepted, again.duplicates), (0, 30_000));
+    let log = engine.events_after(29_990, 100).unwrap();
+    assert_eq!(log.events.len(), 10);
+}
+
 /// A batch prepared by one engine and handed to another is read again under the second
 /// engine's meters (its subject numbers and readings belong to the first).
 #[test]
