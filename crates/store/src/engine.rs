@@ -1095,8 +1095,24 @@ fn apply_to_rollups(
         .iter_mut()
         .map(|(batch, _)| std::mem::take(&mut batch.observed))
         .collect();
-    let mut by_shard: Vec<ShardFolds<'_>> = std::iter::repeat_with(ShardFolds::default)
-        .take(ROLLUP_SHARDS)
+    // Each shard's runs are sized exactly before they are filled: grown by pushing, they were
+    // reallocated and copied several times per group, on fresh pages.
+    let mut accepted = [0usize; ROLLUP_SHARDS];
+    for ((batch, _), vs) in group.iter().zip(verdicts) {
+        for (ev, v) in batch.events.iter().zip(vs) {
+            if *v == Verdict::Accepted
+                && let Some(n) = accepted.get_mut(ev.shard)
+            {
+                *n += 1;
+            }
+        }
+    }
+    let mut by_shard: Vec<ShardFolds<'_>> = accepted
+        .iter()
+        .map(|&n| ShardFolds {
+            events: Vec::with_capacity(n),
+            observed: Vec::with_capacity(n * rollups.len()),
+        })
         .collect();
     let mut seq = first_seq;
     for (((batch, _), vs), observed) in group.iter().zip(verdicts).zip(readings) {

@@ -1424,3 +1424,29 @@ proptest! {
         }
     }
 }
+
+/// jemalloc's size classes as its documentation lists them, and the capacities grown into them.
+#[test]
+fn bucket_arrays_grow_to_the_end_of_their_size_class() {
+    use super::cells::{class_capacity, size_class};
+    let classes = [
+        8, 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896,
+        1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288,
+        14336, 16384, 20480, 24576, 28672, 32768,
+    ];
+    let mut want = 1;
+    for class in classes {
+        while want <= class {
+            assert_eq!(size_class(want), class, "{want} bytes");
+            want += 1;
+        }
+    }
+    assert_eq!(class_capacity::<u16>(1), 4);
+    assert_eq!(class_capacity::<u16>(5), 8);
+    assert_eq!(
+        class_capacity::<[u8; 20]>(7),
+        8,
+        "140 bytes are served from 160"
+    );
+    assert_eq!(class_capacity::<()>(3), 3);
+}
