@@ -1308,13 +1308,13 @@ impl Writer {
         let mut verdicts: Vec<Vec<Verdict>> = Vec::with_capacity(group.len());
         for (batch, _) in &group {
             let mut vs = Vec::with_capacity(batch.events.len());
-            for ev in &batch.events {
-                let verdict = self.index.offer(ev.key, ev.fp, ev.time);
-                if verdict == Verdict::Accepted {
+            let keys = batch.events.iter().map(|ev| (ev.key, ev.fp, ev.time));
+            self.index.offer_all(keys, |verdict| vs.push(verdict));
+            for (ev, verdict) in batch.events.iter().zip(&vs) {
+                if *verdict == Verdict::Accepted {
                     let raw = batch.body.get(ev.span.clone()).unwrap_or("");
                     frames.push(ev.key, ev.fp, ev.time, raw);
                 }
-                vs.push(verdict);
             }
             verdicts.push(vs);
         }

@@ -407,3 +407,28 @@ proptest! {
         prop_assert_eq!(index.len(), days.len() - want_dropped);
     }
 }
+
+proptest! {
+    /// Offering a run of events at once gives each the verdict that offering them one by one
+    /// gives: repeats inside a look-ahead run, across runs and against earlier identities.
+    #[test]
+    fn offering_a_run_decides_as_offering_one_by_one(
+        earlier in prop::collection::vec((0u8..40, 0u8..3), 0..30),
+        run in prop::collection::vec((0u8..40, 0u8..3), 0..100),
+    ) {
+        let event = |(id, fp): (u8, u8)| {
+            (IdentityKey(u128::from(id) << 120 | u128::from(id)), Fingerprint(u64::from(fp)), UnixMs(1_000))
+        };
+        let mut one = Index::default();
+        let mut all = Index::default();
+        for e in earlier.iter().copied().map(event) {
+            one.insert(e.0, e.1, e.2);
+            all.insert(e.0, e.1, e.2);
+        }
+        let want: Vec<Verdict> = run.iter().copied().map(event).map(|(k, f, t)| one.offer(k, f, t)).collect();
+        let mut got = Vec::new();
+        all.offer_all(run.iter().copied().map(event), |v| got.push(v));
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(all.len(), one.len());
+    }
+}
