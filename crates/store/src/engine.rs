@@ -31,6 +31,7 @@ use tollgate_core::sessions::{SESSION_TIMEOUT_MS_DEFAULT, SessionBook, SessionEv
 use tollgate_core::time::{Clock, UnixMs};
 use tollgate_core::usage::{Observed, RollupStats, UsageError, UsageQuery, UsageRow};
 
+use crate::checkpoint::Checkpointer;
 use crate::frames::{self, FrameSet};
 use crate::usage::{MeterUsage, ROLLUP_SHARDS, SubjectNumbers, shard_of};
 use crate::{Metrics, StoreError, meters};
@@ -436,6 +437,10 @@ impl Engine {
         let dir = crate::prepare_dir(dir)?;
         let lock = crate::lock_dir(&dir)?;
         let conn = crate::open_db(&dir)?;
+        // The writer's commits do not copy the WAL into the database: a checkpointer thread
+        // does, in the background, unless it falls behind (see `Writer::checkpoint`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Checkpointer::start(&dir)?;
         let now = clock.now();
         let cutoff = UnixMs(now.0.saturating_sub(config.acceptance_window_ms));
         let mut rollups: Vec<MeterUsage> = meters::load_all(&conn)?
@@ -465,6 +470,8 @@ impl Engine {
             conn,
             apply: None,
             frames: FrameSet::default(),
+            checkpointer,
+            wal_bytes: 0,
             index,
             next_seq,
             rollups: Arc::clone(&map),
@@ -1166,6 +1173,10 @@ fn apply_to_rollups(
 
 /// Events in a group from which the apply thread folds it on more than one thread.
 const APPLY_PARALLEL_EVENTS_MIN: usize = 4_096;
+/// Frame bytes the writer commits before it copies the WAL into the database itself when the
+/// checkpointer thread has not (the WAL stays near this size under steady ingest).
+const WAL_BYTES_UNCHECKPOINTED_MAX: usize = 64 << 20;
+
 /// Most threads one group is folded on.
 const APPLY_THREADS_MAX: usize = 4;
 
@@ -1205,6 +1216,9 @@ struct Writer {
     apply: Option<Sender<Applied>>,
     /// Reused across group commits: the frames being built and their compressed forms.
     frames: FrameSet,
+    checkpointer: Checkpointer,
+    /// Frame bytes committed since this connection last saw the whole WAL copied.
+    wal_bytes: usize,
     index: Index,
     next_seq: u64,
     rollups: RollupMap,
@@ -1378,7 +1392,33 @@ impl Writer {
         let bytes = frames.insert(&tx, first_seq, now)?;
         tx.commit()?;
         self.metrics.frame_bytes.inc_by(bytes as u64);
+        self.checkpoint(bytes);
         Ok(())
+    }
+
+    /// After a commit of `bytes`: pokes the checkpointer thread, or, once
+    /// [`WAL_BYTES_UNCHECKPOINTED_MAX`] have been committed without this connection seeing the
+    /// WAL wholly copied, copies what is left here. SQLite restarts the WAL from its start only
+    /// when a write begins with every page of it copied; under steady ingest the background
+    /// checkpoint rarely finishes at that moment, and the WAL would grow without end.
+    fn checkpoint(&mut self, bytes: usize) {
+        self.wal_bytes += bytes;
+        if self.wal_bytes < WAL_BYTES_UNCHECKPOINTED_MAX {
+            self.checkpointer.poke();
+            return;
+        }
+        let copied = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            });
+        match copied {
+            Ok((log, done)) if done >= log => self.wal_bytes = 0,
+            // Not all copied (a reader holds an older snapshot): the next commit tries again.
+            Ok(_) => {}
+            // Busy: the checkpointer thread is at it; the next commit tries again.
+            Err(e) => tracing::debug!(error = %e, "WAL checkpoint from the writer deferred"),
+        }
     }
 
     fn put_meter(&mut self, meter: Meter) -> Result<bool, StoreError> {

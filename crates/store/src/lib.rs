@@ -12,6 +12,7 @@
 //! frames, so they always equal a recomputation from raw events.
 
 pub mod billing;
+mod checkpoint;
 pub mod engine;
 mod error;
 mod frames;

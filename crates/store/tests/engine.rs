@@ -481,6 +481,41 @@ fn a_large_group_is_stored_as_several_frames_and_replays_exactly() {
     assert_eq!(log.events.len(), 10);
 }
 
+/// The writer's commits are copied from the WAL into the database file in the background,
+/// while the engine runs (the writer does not checkpoint inside its commits).
+#[test]
+fn committed_frames_reach_the_database_file_in_the_background() {
+    let dir = TempDir::new("checkpoint");
+    let engine = open(&dir);
+    engine.put_meter_blocking(sum_meter("bytes")).unwrap();
+    let db = dir.0.join(tollgate_store::DB_FILE);
+    let before = std::fs::metadata(&db).unwrap().len();
+    let lines: Vec<String> = (0..20_000u32)
+        .map(|id| {
+            event(
+                id,
+                &format!("c{}", id % 53),
+                i64::from(id % 900),
+                u64::from(id),
+            )
+        })
+        .collect();
+    assert_eq!(ingest(&engine, &lines).accepted, 20_000);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = std::fs::metadata(&db).unwrap().len();
+        if now > before + (256 << 10) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {now} bytes (from {before})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    engine.close();
+}
+
 /// A batch prepared by one engine and handed to another is read again under the second
 /// engine's meters (its subject numbers and readings belong to the first).
 #[test]

@@ -237,54 +237,7 @@ pub struct BillingStore {
     grant_changes: parking_lot::RwLock<GrantChanges>,
     /// Held for the whole of an invoice run, so two runs never decide on the same state.
     run_lock: Mutex<()>,
-    checkpointer: Checkpointer,
-}
-
-/// A thread that checkpoints the WAL (PASSIVE: it never blocks readers or the ingest writer)
-/// when told that billing wrote something. Stops when the store is dropped.
-struct Checkpointer {
-    tx: Option<crossbeam_channel::Sender<()>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Checkpointer {
-    fn start(dir: &Path) -> Result<Checkpointer, StoreError> {
-        let conn = crate::open_db(dir)?;
-        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
-        let handle = std::thread::Builder::new()
-            .name("tollgate-checkpoint".into())
-            .spawn(move || {
-                while rx.recv().is_ok() {
-                    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-                        tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries");
-                    }
-                }
-            })
-            .map_err(|e| StoreError::Io {
-                path: dir.to_owned(),
-                source: e,
-            })?;
-        Ok(Checkpointer {
-            tx: Some(tx),
-            handle: Some(handle),
-        })
-    }
-
-    fn poke(&self) {
-        // Full means a checkpoint is already due; one is enough.
-        if let Some(tx) = &self.tx {
-            let _ = tx.try_send(());
-        }
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
+    checkpointer: crate::checkpoint::Checkpointer,
 }
 
 const INVOICE_COLUMNS: &str = "id, number, status, doc, grace_until_ms, created_ms, updated_ms, finalized_ms, paid_ms, voided_ms";
@@ -344,7 +297,7 @@ impl BillingStore {
         crate::prepare_dir(dir)?;
         let conn = crate::open_db(dir)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = Checkpointer::start(dir)?;
+        let checkpointer = crate::checkpoint::Checkpointer::start(dir)?;
         Ok(BillingStore {
             conn: Mutex::new(conn),
             generation: std::sync::atomic::AtomicU64::new(0),
