@@ -20,9 +20,25 @@ impl Checkpointer {
         let handle = std::thread::Builder::new()
             .name("tollgate-checkpoint".into())
             .spawn(move || {
+                // Said once per run of failures, not once per poke: the ingest writer pokes
+                // after every commit, and a flood of warnings would fill the very disk that
+                // made the checkpoint fail.
+                let mut failing = false;
                 while rx.recv().is_ok() {
-                    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-                        tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries");
+                    match conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                        Ok(()) if failing => {
+                            failing = false;
+                            tracing::info!("WAL checkpoints succeed again");
+                        }
+                        Ok(()) => {}
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(
+                                error = %e,
+                                "WAL checkpoint failed; the next ones retry (said once until one succeeds)"
+                            );
+                        }
+                        Err(e) => tracing::debug!(error = %e, "WAL checkpoint failed again"),
                     }
                 }
             })
