@@ -148,11 +148,8 @@ impl FrameSet {
 
     /// Events in the set.
     pub(crate) fn len(&self) -> u32 {
-        self.in_use().iter().map(FrameBuilder::len).sum()
-    }
-
-    fn in_use(&self) -> &[FrameBuilder] {
-        self.frames.get(..self.used).unwrap_or_default()
+        let frames = self.frames.get(..self.used).unwrap_or_default();
+        frames.iter().map(FrameBuilder::len).sum()
     }
 
     /// Compresses every frame (on up to one thread per core) and inserts them inside the

@@ -27,41 +27,28 @@ use super::{Wire, is_extension_name};
 /// read it (which is also how every malformed or invalid event goes).
 pub(super) fn scan(raw: &str) -> Option<Wire<'_>> {
     let mut s = Scanner { text: raw, at: 0 };
-    s.space();
-    s.eat(b'{')?;
     let mut wire = Wire::default();
     s.space();
-    if s.peek() == Some(b'}') {
-        s.at += 1;
-    } else {
-        loop {
-            s.space();
-            let key = s.string()?;
-            s.space();
-            s.eat(b':')?;
-            s.space();
-            if let Some(slot) = wire.string_slot(key) {
-                if slot.is_some() {
-                    return None;
-                }
-                *slot = Some(Cow::Borrowed(s.string()?));
-            } else if key == "data" {
-                if wire.data.is_some() {
-                    return None;
-                }
-                wire.data = Some(s.data()?);
-            } else {
-                if !is_extension_name(key) || wire.extensions.iter().any(|(k, _)| k == key) {
-                    return None;
-                }
-                let value = s.scalar()?;
-                wire.extensions.push((Cow::Borrowed(key), value));
+    s.object(|s, key| {
+        if let Some(slot) = wire.string_slot(key) {
+            if slot.is_some() {
+                return None;
             }
-            if s.after_member()? {
-                break;
+            *slot = Some(Cow::Borrowed(s.string()?));
+        } else if key == "data" {
+            if wire.data.is_some() {
+                return None;
             }
+            wire.data = Some(s.data()?);
+        } else {
+            if !is_extension_name(key) || wire.extensions.iter().any(|(k, _)| k == key) {
+                return None;
+            }
+            let value = s.scalar()?;
+            wire.extensions.push((Cow::Borrowed(key), value));
         }
-    }
+        Some(())
+    })?;
     s.space();
     (s.at == raw.len()).then_some(wire)
 }
@@ -110,17 +97,31 @@ impl<'a> Scanner<'a> {
         (self.peek() == Some(b)).then(|| self.at += 1)
     }
 
-    /// After a member's value: whitespace, then `,` (another member follows: `false`) or `}`
-    /// (the object closed: `true`).
-    fn after_member(&mut self) -> Option<bool> {
+    /// An object at the cursor: `member(self, key)` reads each member's value, the cursor just
+    /// after its colon.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
         self.space();
-        let closed = match self.peek()? {
-            b',' => false,
-            b'}' => true,
-            _ => return None,
-        };
-        self.at += 1;
-        Some(closed)
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            self.space();
+            let key = self.string()?;
+            self.space();
+            self.eat(b':')?;
+            self.space();
+            member(self, key)?;
+            self.space();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// A string at the cursor, without its quotes; declines escapes and control characters.
@@ -229,24 +230,11 @@ impl<'a> Scanner<'a> {
         if self.peek()? != b'{' {
             return self.scalar();
         }
-        self.at += 1;
         let mut members = Vec::with_capacity(MEMBERS_EXPECTED);
-        self.space();
-        if self.peek() == Some(b'}') {
-            self.at += 1;
-        } else {
-            loop {
-                self.space();
-                let key = self.string()?;
-                self.space();
-                self.eat(b':')?;
-                self.space();
-                members.push((Cow::Borrowed(key), self.scalar()?));
-                if self.after_member()? {
-                    break;
-                }
-            }
-        }
+        self.object(|s, key| {
+            members.push((Cow::Borrowed(key), s.scalar()?));
+            Some(())
+        })?;
         Some(JsonRef::Object(sorted_members(members)))
     }
 }
