@@ -24,6 +24,7 @@ mod stripe_meter_worker;
 mod tail;
 mod webhook_worker;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -38,14 +39,19 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log line that cannot be written (its disk is full, stderr is closed) is dropped. By
+    // default the subscriber reports such a failure with `eprintln!`, which panics when stderr
+    // cannot be written either: the thread that logged died, a request got no answer at all
+    // and `serve` did not even start. Serving matters more than its log.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .init();
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::from(1)
         }
     }

@@ -1,5 +1,6 @@
 //! `tollgate serve`: the HTTP server on one data directory.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -231,12 +232,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(created) = keys.bootstrap_admin(admin_secret.as_deref(), SystemClock.now())? {
         if admin_secret.is_some() {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "admin API key {} set from TOLLGATE_ADMIN_KEY",
                 created.key.id
             );
         } else {
-            println!("admin API key (shown only once): {}", created.secret);
+            // The one place the secret is shown: if it cannot be, say so and stop, rather
+            // than run with a key nobody knows.
+            writeln!(
+                std::io::stdout(),
+                "admin API key (shown only once): {}",
+                created.secret
+            )
+            .context("showing the new admin API key on stdout (revoke it with `tollgate keys`)")?;
         }
     }
     if args.demo {
@@ -283,7 +292,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .engine
             .inject_rollup_fault(raw, time)
             .context("--fault-rollup-event")?;
-        eprintln!("fault injection: a rollup was altered by an event that is not stored");
+        let _ = writeln!(
+            std::io::stderr(),
+            "fault injection: a rollup was altered by an event that is not stored"
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -295,7 +307,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
-        println!("listening on http://{addr}");
+        // Written without `println!`, which panics when stdout cannot be written: the line
+        // is for whoever started the server, and serving does not depend on it.
+        let _ = writeln!(std::io::stdout(), "listening on http://{addr}");
         tokio::spawn(crate::webhook_worker::run(
             Arc::clone(&state),
             webhook_config,

@@ -1,4 +1,5 @@
-//! Storage faults: a read-only data dir, a full disk and a corrupt database file give a clear
+//! Storage faults: a read-only data dir, a full disk, a corrupt database file and a log that
+//! cannot be written give a clear
 //! error at start or a 503 with a typed code — never a silent loss or a panic loop.
 //!
 //! The disk-full test mounts a small tmpfs (the suite runs as root, as CI does); if the mount
@@ -7,7 +8,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::json;
@@ -184,4 +185,45 @@ fn a_full_disk_is_a_typed_503_and_loses_nothing() {
         i128::from(acked) + 50,
         "after a restart, exactly what was acknowledged"
     );
+}
+
+#[test]
+fn a_log_that_cannot_be_written_does_not_stop_the_server() {
+    // The log on a full disk: every write to stderr fails with ENOSPC. Logging at debug so
+    // that requests and the writer log as much as they ever do.
+    let dir = TestDir::new("logfull");
+    let data = dir.data("data");
+    let mut cmd = tollgate();
+    cmd.env("RUST_LOG", "debug").stderr(Stdio::from(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full opens"),
+    ));
+    let mut server = Server::start_from(cmd, &data, &[], dir.join("none.log"));
+    assert_eq!(
+        server
+            .put_meter("events", &json!({"aggregation":"count"}))
+            .status,
+        201
+    );
+    let now = now_ms();
+    let events: Vec<_> = (0..200)
+        .map(|i| event(&format!("e{i}"), "c1", now - 60_000, json!({"n": i})))
+        .collect();
+    let reply = server.post_events(ADMIN_KEY, "application/x-ndjson", ndjson(&events));
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.body["accepted"], 200);
+    // Errors are still typed answers, not dropped connections.
+    let bad = server.post_events(ADMIN_KEY, "application/x-ndjson", "{not json\n");
+    assert_eq!(bad.status, 200, "{:?}", bad.body);
+    assert_eq!(bad.body["rejected"], 1);
+    assert_error(
+        &server.get("/v1/meters", "tg_wrong_key_0000000000"),
+        401,
+        "invalid_api_key",
+    );
+    let counted: i128 = server.usage_rows("events", "").iter().map(int_value).sum();
+    assert_eq!(counted, 200);
+    assert!(server.is_running(), "the server is still up");
 }

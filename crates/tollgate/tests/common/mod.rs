@@ -120,7 +120,15 @@ impl Server {
         let log =
             data_dir.with_extension(format!("{}.log", STARTS.fetch_add(1, Ordering::Relaxed)));
         let log_file = std::fs::File::create(&log).unwrap();
-        let mut child = tollgate()
+        let mut cmd = tollgate();
+        cmd.stderr(Stdio::from(log_file));
+        Server::start_from(cmd, data_dir, extra, log)
+    }
+
+    /// [`Server::start`] from a prepared `tollgate` command (its stderr and environment set
+    /// by the caller); `log` is where [`Server::log_text`] reads.
+    pub fn start_from(mut cmd: Command, data_dir: &Path, extra: &[&str], log: PathBuf) -> Server {
+        let mut child = cmd
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
@@ -128,7 +136,6 @@ impl Server {
             .args(extra)
             .env("TOLLGATE_ADMIN_KEY", ADMIN_KEY)
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -174,6 +181,13 @@ impl Server {
             }
         }
         server
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Kills the process (SIGKILL: no graceful shutdown, like a crash) and waits for it.
