@@ -126,12 +126,7 @@ fn a_full_disk_is_a_typed_503_and_loses_nothing() {
     let _mount = Mount(mnt.clone());
     let data = mnt.join("data");
     let mut server = Server::start(&data, &[]);
-    assert_eq!(
-        server
-            .put_meter("events", &json!({"aggregation":"count"}))
-            .status,
-        201
-    );
+    put_events_meter(&server);
     let now = now_ms();
     let mut acked = 0u64;
     let mut full = None;
@@ -201,12 +196,7 @@ fn a_log_that_cannot_be_written_does_not_stop_the_server() {
             .expect("/dev/full opens"),
     ));
     let mut server = Server::start_from(cmd, &data, &[], dir.join("none.log"));
-    assert_eq!(
-        server
-            .put_meter("events", &json!({"aggregation":"count"}))
-            .status,
-        201
-    );
+    put_events_meter(&server);
     let now = now_ms();
     let events: Vec<_> = (0..200)
         .map(|i| event(&format!("e{i}"), "c1", now - 60_000, json!({"n": i})))
@@ -226,4 +216,10 @@ fn a_log_that_cannot_be_written_does_not_stop_the_server() {
     let counted: i128 = server.usage_rows("events", "").iter().map(int_value).sum();
     assert_eq!(counted, 200);
     assert!(server.is_running(), "the server is still up");
+}
+
+/// Defines the `events` meter (a count) on a running server.
+fn put_events_meter(server: &Server) {
+    let reply = server.put_meter("events", &json!({"aggregation":"count"}));
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
 }
