@@ -69,6 +69,21 @@ fn event(id: u32, subject: &str, minutes_ago: i64, bytes: u64) -> String {
     )
 }
 
+/// `n` events, ids `0..n`, over `subjects` subjects and the last 900 minutes, event `id`
+/// carrying `id` bytes.
+fn spread_events(n: u32, subjects: u32) -> Vec<String> {
+    (0..n)
+        .map(|id| {
+            event(
+                id,
+                &format!("c{}", id % subjects),
+                i64::from(id % 900),
+                u64::from(id),
+            )
+        })
+        .collect()
+}
+
 fn ingest(engine: &Engine, lines: &[String]) -> BatchOutcome {
     let body = lines.join("\n");
     let spans = ndjson_spans(&body);
@@ -431,16 +446,7 @@ fn a_large_group_is_stored_as_several_frames_and_replays_exactly() {
     let dir = TempDir::new("frames");
     let engine = open(&dir);
     engine.put_meter_blocking(sum_meter("bytes")).unwrap();
-    let lines: Vec<String> = (0..30_000u32)
-        .map(|id| {
-            event(
-                id,
-                &format!("c{}", id % 101),
-                i64::from(id % 900),
-                u64::from(id),
-            )
-        })
-        .collect();
+    let lines = spread_events(30_000, 101);
     let raw_bytes: usize = lines.iter().map(String::len).sum();
     assert!(
         raw_bytes > 3 << 20,
@@ -490,16 +496,7 @@ fn committed_frames_reach_the_database_file_in_the_background() {
     engine.put_meter_blocking(sum_meter("bytes")).unwrap();
     let db = dir.0.join(tollgate_store::DB_FILE);
     let before = std::fs::metadata(&db).unwrap().len();
-    let lines: Vec<String> = (0..20_000u32)
-        .map(|id| {
-            event(
-                id,
-                &format!("c{}", id % 53),
-                i64::from(id % 900),
-                u64::from(id),
-            )
-        })
-        .collect();
+    let lines = spread_events(20_000, 53);
     assert_eq!(ingest(&engine, &lines).accepted, 20_000);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
