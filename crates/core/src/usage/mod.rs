@@ -57,8 +57,28 @@ pub enum AggState {
         /// The value.
         value: Decimal,
     },
-    /// Distinct value keys (interned ids), sorted.
-    Unique(Vec<u32>),
+    /// Distinct values by their hash, sorted.
+    Unique(Vec<ValueHash>),
+}
+
+/// A `unique_count` value, by its 128-bit XXH3 hash: the values themselves are never shown,
+/// only counted, and at 10^10 values a collision has a chance below 10^-18. Two 64-bit halves
+/// rather than a `u128`, so that it aligns to 8 bytes and a one-value cell stays 24 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ValueHash([u64; 2]);
+
+impl ValueHash {
+    /// The hash of a value's text.
+    pub fn of(value: &str) -> ValueHash {
+        ValueHash::from_u128(xxh3_128(value.as_bytes()))
+    }
+
+    /// A hash given as one 128-bit number.
+    pub fn from_u128(hash: u128) -> ValueHash {
+        // The shifts keep each half in range: the casts cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        ValueHash([(hash >> 64) as u64, hash as u64])
+    }
 }
 
 impl AggState {
@@ -81,11 +101,7 @@ impl AggState {
                     (*time, *seq, *value) = (*t2, *s2, *v2);
                 }
             }
-            (AggState::Unique(a), AggState::Unique(b)) => {
-                for k in b {
-                    insert_sorted(a, *k);
-                }
-            }
+            (AggState::Unique(a), AggState::Unique(b)) => union_sorted(a, b),
             (a, b) => panic!("merging different aggregations: {a:?} and {b:?}"),
         }
     }
@@ -110,10 +126,26 @@ fn checked_sum(a: Decimal, b: Decimal) -> Decimal {
     }
 }
 
-fn insert_sorted(keys: &mut Vec<u32>, key: u32) {
-    if let Err(at) = keys.binary_search(&key) {
-        keys.insert(at, key);
+/// Sets of this many keys or fewer join a sorted set by one binary search and insert each;
+/// larger ones by a merge of the two sorted lists, which moves each key once instead of
+/// moving the tail of the set per key.
+const UNION_BY_INSERT_MAX: usize = 4;
+
+/// Adds the keys of `other` (sorted, distinct) to `keys` (sorted, distinct).
+fn union_sorted(keys: &mut Vec<ValueHash>, other: &[ValueHash]) {
+    if other.len() <= UNION_BY_INSERT_MAX {
+        for key in other {
+            if let Err(at) = keys.binary_search(key) {
+                keys.insert(at, *key);
+            }
+        }
+        return;
     }
+    // Two sorted runs: the standard library's stable sort finds them and merges them in one
+    // pass.
+    keys.extend_from_slice(other);
+    keys.sort();
+    keys.dedup();
 }
 
 /// Strings to dense ids, so that rollups hold 4-byte keys.
@@ -211,7 +243,7 @@ pub enum ObservedReading {
     /// A number.
     Number(Decimal),
     /// A distinct-value key, hashed.
-    Key(u128),
+    Key(ValueHash),
 }
 
 impl Observed {
@@ -241,7 +273,7 @@ impl Observed {
         let reading = match reading {
             Reading::One => ObservedReading::One,
             Reading::Number(n) => ObservedReading::Number(n),
-            Reading::Key(k) => ObservedReading::Key(xxh3_128(k.as_bytes())),
+            Reading::Key(k) => ObservedReading::Key(ValueHash::of(&k)),
         };
         Observed::Counted { group, reading }
     }
@@ -328,9 +360,6 @@ pub struct Rollup {
     meter: Meter,
     subjects: Interner,
     groups: Interner,
-    /// Distinct-value keys of `unique_count`, by their 128-bit hash: the values themselves are
-    /// never shown, only counted, and at 10^10 values a collision has a chance below 10^-18.
-    values: HashMap<u128, u32>,
     cells: Cells,
     groups_of_subject: HashMap<u32, Vec<u32>>,
     /// The caller's dense subject numbers ([`Rollup::apply_observed_numbered`]) to this
@@ -371,7 +400,6 @@ impl Rollup {
             meter,
             subjects: Interner::default(),
             groups,
-            values: HashMap::default(),
             cells,
             groups_of_subject: HashMap::default(),
             by_number: Vec::new(),
@@ -481,9 +509,7 @@ impl Rollup {
                 },
             ),
             (Cells::Unique(s), ObservedReading::Key(hash)) => {
-                let next = u32::try_from(self.values.len()).unwrap_or_else(|_| panic!("4G values"));
-                let id = *self.values.entry(*hash).or_insert(next);
-                s.add(key, minute, &UniqueCell::One(id))
+                s.add(key, minute, &UniqueCell::One(*hash))
             }
             (cells, reading) => panic!("meter cells {cells:?} got reading {reading:?}"),
         };
@@ -554,7 +580,7 @@ impl Rollup {
         let mut starts = Vec::new();
         // Without kept dimensions every group of a subject folds into one row per window: one
         // accumulator vector, reused, instead of a map keyed by the projected group.
-        let mut merged: Vec<Option<C>> = Vec::new();
+        let mut merged: Vec<Option<C::Acc>> = Vec::new();
         // Where the current subject's rows start; recorded once it has any.
         let mut subject_start = 0usize;
         for subject_id in &plan.subject_ids {
@@ -574,13 +600,13 @@ impl Rollup {
                         series.fold_windows(&plan.minutes, &mut merged);
                     }
                 }
-                push_rows(&mut rows, subject, &plan.windows, merged.drain(..), || {
+                push_rows::<C>(&mut rows, subject, &plan.windows, merged.drain(..), || {
                     BTreeMap::new()
                 })?;
                 continue;
             }
             // Projected group key → one accumulator per window, in key order.
-            let mut projected: BTreeMap<Vec<Option<&str>>, Vec<Option<C>>> = BTreeMap::new();
+            let mut projected: BTreeMap<Vec<Option<&str>>, Vec<Option<C::Acc>>> = BTreeMap::new();
             for group_id in group_ids {
                 let Some(series) = store.get((*subject_id, *group_id)) else {
                     continue;
@@ -597,7 +623,7 @@ impl Rollup {
                 series.fold_windows(&plan.minutes, accs);
             }
             for (key, accs) in projected {
-                push_rows(&mut rows, subject, &plan.windows, accs.into_iter(), || {
+                push_rows::<C>(&mut rows, subject, &plan.windows, accs.into_iter(), || {
                     plan.keep
                         .iter()
                         .zip(&key)
@@ -619,7 +645,7 @@ fn push_rows<C: Cell>(
     rows: &mut Vec<UsageRow>,
     subject: &str,
     windows: &[(UnixMs, UnixMs)],
-    accs: impl Iterator<Item = Option<C>>,
+    accs: impl Iterator<Item = Option<C::Acc>>,
     group: impl Fn() -> BTreeMap<String, Option<String>>,
 ) -> Result<(), UsageError> {
     for ((start, end), acc) in windows.iter().zip(accs) {
@@ -634,7 +660,7 @@ fn push_rows<C: Cell>(
             window_start: *start,
             window_end: *end,
             group: group(),
-            value: acc.to_state().value(),
+            value: C::finish(acc).value(),
         });
     }
     Ok(())

@@ -1281,7 +1281,9 @@ fn state_of(kind: usize, i: usize, n: i64) -> AggState {
             seq: i as u64,
             value: Decimal::from(n),
         },
-        _ => AggState::Unique(vec![u32::try_from(n.rem_euclid(7)).unwrap()]),
+        _ => AggState::Unique(vec![ValueHash::from_u128(
+            n.rem_euclid(7).unsigned_abs().into(),
+        )]),
     }
 }
 
@@ -1335,6 +1337,21 @@ proptest! {
         if let AggState::Unique(keys) = &whole {
             prop_assert!(keys.windows(2).all(|w| w[0] < w[1]), "unique keys stay sorted and distinct");
         }
+    }
+}
+
+proptest! {
+    /// Joining sorted sets of distinct-value hashes, small (insert one by one) or large
+    /// (merge of two sorted lists), gives the sorted set union.
+    #[test]
+    fn union_of_value_sets_is_the_set_union(
+        a in prop::collection::btree_set(0u128..64, 0..40),
+        b in prop::collection::btree_set(0u128..64, 0..40),
+    ) {
+        let hashes = |set: &BTreeSet<u128>| set.iter().map(|n| ValueHash::from_u128(n << 70 | n)).collect::<Vec<_>>();
+        let mut keys = hashes(&a);
+        union_sorted(&mut keys, &hashes(&b));
+        prop_assert_eq!(keys, hashes(&a.union(&b).copied().collect()));
     }
 }
 
