@@ -145,11 +145,23 @@ impl Cell for UniqueCell {
         }
     }
     /// A query gathers the values unsorted and sorts them once: merging a month of day
-    /// totals into a sorted set moved the set once per day.
+    /// totals into a sorted set moved the set once per day. Where the same values recur
+    /// (many groups, many days), the gathered list is sorted and deduplicated whenever it is
+    /// full, so it stays within twice the distinct values.
     type Acc = Vec<ValueHash>;
     fn gather(acc: &mut Option<Vec<ValueHash>>, cell: &Self) {
-        acc.get_or_insert_with(Vec::new)
-            .extend_from_slice(cell.ids());
+        let keys = acc.get_or_insert_with(Vec::new);
+        let ids = cell.ids();
+        if keys.len() + ids.len() > keys.capacity() && keys.len() >= GATHERED_COMPACT_MIN {
+            keys.sort_unstable();
+            keys.dedup();
+            // Still more than half full: grow, so that the next sort comes after as many
+            // new keys as there are distinct ones.
+            if keys.len() * 2 > keys.capacity() {
+                keys.reserve(keys.len());
+            }
+        }
+        keys.extend_from_slice(ids);
     }
     fn finish(mut acc: Vec<ValueHash>) -> AggState {
         acc.sort_unstable();
@@ -157,6 +169,9 @@ impl Cell for UniqueCell {
         AggState::Unique(acc)
     }
 }
+
+/// Gathered values a query holds before it starts to deduplicate them as it goes.
+pub(crate) const GATHERED_COMPACT_MIN: usize = 1024;
 
 /// The size the comment on [`UniqueCell`] promises.
 const _: () = assert!(std::mem::size_of::<UniqueCell>() == std::mem::size_of::<Vec<ValueHash>>());

@@ -1355,6 +1355,31 @@ proptest! {
     }
 }
 
+/// A query gathering the same values over and over (many groups, many days) keeps its list
+/// within twice the distinct values, and counts each once.
+#[test]
+fn gathering_recurring_values_stays_bounded() {
+    let distinct: Vec<ValueHash> = (0u128..3_000)
+        .map(|n| ValueHash::from_u128(n << 64 | n))
+        .collect();
+    let cell = cells::UniqueCell::Many(distinct.clone());
+    let mut acc = None;
+    for round in 0..200 {
+        <cells::UniqueCell as cells::Cell>::gather(&mut acc, &cell);
+        let one = cells::UniqueCell::One(ValueHash::from_u128(round));
+        <cells::UniqueCell as cells::Cell>::gather(&mut acc, &one);
+    }
+    let acc = acc.unwrap();
+    assert!(
+        acc.capacity() <= 4 * (distinct.len() + 200),
+        "capacity {}",
+        acc.capacity()
+    );
+    let state = <cells::UniqueCell as cells::Cell>::finish(acc);
+    // Rounds 0..200 hash to values 0..200 shifted differently from `distinct`, except 0.
+    assert_eq!(state.value(), Decimal::from(3_000 + 199));
+}
+
 // ---- group values are kept exactly ----
 
 #[test]
