@@ -625,16 +625,17 @@ impl Engine {
 
     /// Answers a usage query.
     pub fn usage(&self, slug: &MeterSlug, query: &UsageQuery) -> Result<Vec<UsageRow>, QueryError> {
-        self.usage_runs(slug, query).map(|(rows, _)| rows)
+        self.usage_runs(slug, query)
+            .map(crate::usage::SubjectRuns::into_rows)
     }
 
-    /// [`Engine::usage`], and where each subject's rows start in the answer (ascending), so a
-    /// writer of the answer handles each subject once, not once per row.
+    /// [`Engine::usage`] as each subject's run of rows, in subject order, so a writer of the
+    /// answer handles each subject once, not once per row, and no row is moved first.
     pub fn usage_runs(
         &self,
         slug: &MeterSlug,
         query: &UsageQuery,
-    ) -> Result<(Vec<UsageRow>, Vec<usize>), QueryError> {
+    ) -> Result<crate::usage::SubjectRuns, QueryError> {
         let rollup = self
             .rollups
             .read()
