@@ -432,3 +432,45 @@ proptest! {
         prop_assert_eq!(all.len(), one.len());
     }
 }
+
+/// Fingerprints are stored with every event and compared with those of events sent later, so
+/// their values must not change from one version to the next: these were computed by the
+/// version that first stored them, for payloads that reach every branch of the hash.
+#[test]
+fn fingerprints_keep_their_stored_values() {
+    let cases: [(&str, u64); 6] = [
+        (
+            r#"{"specversion":"1.0","id":"1","source":"s","type":"t","subject":"c","data":{"bytes_out":5120,"session_id":"s-1"}}"#,
+            12_505_609_241_330,
+        ),
+        (
+            r#"{"specversion":"1.0","id":"2","source":"s","type":"t","subject":"c","time":"2026-11-05T10:00:00.5Z","datacontenttype":"application/json","data":{"z":[1,2.50,{"b":null,"a":true}],"a":"é\"\\u0041","n":-1e5}}"#,
+            92_487_115_964_756,
+        ),
+        (
+            r#"{"specversion":"1.0","id":"3","source":"s","type":"t","subject":"c","data":"just text","ext1":"x","ext2":"y"}"#,
+            268_815_793_559_016,
+        ),
+        (
+            r#"{"specversion":"1.0","id":"4","source":"s","type":"t","subject":"c"}"#,
+            281_008_869_905_461,
+        ),
+        (
+            r#"{"specversion":"1.0","id":"5","source":"s","type":"t","subject":"c","data":[]}"#,
+            202_621_071_250_564,
+        ),
+        (
+            r#"{"specversion":"1.0","id":"6","source":"s","type":"proxy.request","subject":"customer-0042","time":"2026-11-05T10:00:00Z","data":{"bytes_in":312,"bytes_out":98304,"session_id":"3f1c9a7e-5b2d-4e8f-9a6c-1d2e3f4a5b6c","region":"eu-west","status":200,"path":"/a/very/long/path/that/pushes/the/payload/past/two/hundred/and/forty/bytes/of/hashed/input/so/the/long/branch/runs"}}"#,
+            194_562_952_132_012,
+        ),
+    ];
+    let mut got = Vec::new();
+    for (raw, _) in cases {
+        let owned = fingerprint(&event(raw));
+        let borrowed = fingerprint(&crate::event::EventRef::parse(raw, RECEIVED).unwrap());
+        assert_eq!(owned, borrowed, "{raw}");
+        got.push(owned.0);
+    }
+    let want: Vec<u64> = cases.iter().map(|(_, fp)| *fp).collect();
+    assert_eq!(got, want);
+}
