@@ -16,7 +16,7 @@
 )]
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -196,71 +196,117 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Bytes read from the file at a time. Batches are slices of these blocks, not copies; under
+/// jemalloc's `oversize_threshold` (8 MiB), so a freed block's pages serve the next one.
+const READ_BLOCK_BYTES: usize = 4 << 20;
+
 /// Streams the file as batches of at most `batch_events` lines (and [`BATCH_BYTES_MAX`]).
+///
+/// The file is read in blocks of [`READ_BLOCK_BYTES`] and each batch is a slice of its block
+/// (lines found with `memchr`); only the unfinished batch at a block's end is copied, to the
+/// start of the next block. Reading line by line into a batch buffer copied every byte twice
+/// in user space (a quarter of the load generator's samples); the kernel's copy into a fresh
+/// block costs more than into one reused buffer, but less than those two copies.
 fn read_batches(
     file: File,
     batch_events: usize,
     tx: &tokio::sync::mpsc::Sender<Batch>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut body: Vec<u8> = Vec::new();
-    let mut line: Vec<u8> = Vec::new();
-    let (mut events, mut lines_in_body, mut first_line) = (0usize, 0usize, 0usize);
-    let send = |body: &mut Vec<u8>, events: usize, first_line: usize| -> bool {
+    read_batches_by(file, batch_events, READ_BLOCK_BYTES, tx, stop)
+}
+
+/// [`read_batches`] reading `block_bytes` at a time.
+fn read_batches_by(
+    mut file: File,
+    batch_events: usize,
+    block_bytes: usize,
+    tx: &tokio::sync::mpsc::Sender<Batch>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let send = |body: Bytes, events: usize, first_line: usize| -> bool {
         let batch = Batch {
             first_line,
             events,
-            body: Bytes::from(std::mem::take(body)),
+            body,
         };
-        tx.blocking_send(batch).is_ok()
+        !stop.load(Ordering::Relaxed) && tx.blocking_send(batch).is_ok()
     };
+    // A batch's lines as sent: the file's last line gets the newline it lacks.
+    let body = |lines: Bytes| -> Bytes {
+        if lines.last().is_none_or(|b| *b == b'\n') {
+            return lines;
+        }
+        let mut with_newline = lines.to_vec();
+        with_newline.push(b'\n');
+        Bytes::from(with_newline)
+    };
+    let block_bytes = block_bytes.max(1);
+    // The unfinished batch (and line) at the end of the last block.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut first_line = 0usize;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        line.clear();
-        let limit = u64::try_from(BATCH_BYTES_MAX).unwrap_or(u64::MAX);
-        let n = (&mut reader)
-            .take(limit)
-            .read_until(b'\n', &mut line)
+        let mut block = Vec::with_capacity(carry.len() + block_bytes);
+        block.append(&mut carry);
+        let read = (&mut file)
+            .take(u64::try_from(block_bytes).unwrap_or(u64::MAX))
+            .read_to_end(&mut block)
             .context("reading the file")?;
-        if n == 0 {
-            break;
+        let eof = read == 0;
+        let block = Bytes::from(block);
+        let (mut start, mut at, mut events, mut lines) = (0usize, 0usize, 0usize, 0usize);
+        while at < block.len() {
+            let end = match memchr::memchr(b'\n', &block[at..]) {
+                Some(i) => at + i + 1,
+                None if eof => block.len(),
+                None => break,
+            };
+            // With the newline a last line without one is sent with.
+            let line_bytes = end - at + usize::from(block[end - 1] != b'\n');
+            if line_bytes > BATCH_BYTES_MAX {
+                bail!(
+                    "line {} is longer than {BATCH_BYTES_MAX} bytes",
+                    first_line + lines + 1
+                );
+            }
+            if at - start + line_bytes > BATCH_BYTES_MAX && lines > 0 {
+                if !send(body(block.slice(start..at)), events, first_line) {
+                    return Ok(());
+                }
+                first_line += lines;
+                (start, events, lines) = (at, 0, 0);
+            }
+            lines += 1;
+            if !block[at..end].trim_ascii().is_empty() {
+                events += 1;
+            }
+            at = end;
+            if events >= batch_events {
+                if !send(body(block.slice(start..at)), events, first_line) {
+                    return Ok(());
+                }
+                first_line += lines;
+                (start, events, lines) = (at, 0, 0);
+            }
         }
-        if line.len() >= BATCH_BYTES_MAX && line.last() != Some(&b'\n') {
+        if eof {
+            if events > 0 {
+                send(body(block.slice(start..)), events, first_line);
+            }
+            return Ok(());
+        }
+        if block.len() - at > BATCH_BYTES_MAX {
             bail!(
                 "line {} is longer than {BATCH_BYTES_MAX} bytes",
-                first_line + lines_in_body + 1
+                first_line + lines + 1
             );
         }
-        if body.len() + line.len() > BATCH_BYTES_MAX && lines_in_body > 0 {
-            if !send(&mut body, events, first_line) {
-                return Ok(());
-            }
-            first_line += lines_in_body;
-            (events, lines_in_body) = (0, 0);
-        }
-        body.extend_from_slice(&line);
-        if line.last() != Some(&b'\n') {
-            body.push(b'\n');
-        }
-        lines_in_body += 1;
-        if !line.trim_ascii().is_empty() {
-            events += 1;
-        }
-        if events >= batch_events {
-            if !send(&mut body, events, first_line) {
-                return Ok(());
-            }
-            first_line += lines_in_body;
-            (events, lines_in_body) = (0, 0);
-        }
+        // Its lines are counted again with the next block.
+        carry = block[start..].to_vec();
     }
-    if events > 0 {
-        send(&mut body, events, first_line);
-    }
-    Ok(())
 }
 
 struct Worker {
@@ -476,16 +522,21 @@ mod tests {
     use super::*;
 
     fn batches_of(text: &str, batch_events: usize) -> Vec<(usize, usize, String)> {
+        batches_by(text, batch_events, READ_BLOCK_BYTES)
+    }
+
+    fn batches_by(text: &str, batch_events: usize, block: usize) -> Vec<(usize, usize, String)> {
         let path = std::env::temp_dir().join(format!(
-            "tollgate-loadgen-{}-{batch_events}-{}.ndjson",
+            "tollgate-loadgen-{}-{batch_events}-{block}-{}.ndjson",
             std::process::id(),
             text.len()
         ));
         std::fs::write(&path, text).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        read_batches(
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        read_batches_by(
             File::open(&path).unwrap(),
             batch_events,
+            block,
             &tx,
             &AtomicBool::new(false),
         )
@@ -501,6 +552,55 @@ mod tests {
             ));
         }
         out
+    }
+
+    /// The batches by their definition: whole lines, each ending in a newline, `batch_events`
+    /// non-blank ones per batch, the rest in a last batch if it has an event.
+    fn batches_by_definition(text: &str, batch_events: usize) -> Vec<(usize, usize, String)> {
+        let mut out = Vec::new();
+        let (mut body, mut events, mut first, mut lines) = (String::new(), 0, 0, 0);
+        for line in text.split_inclusive('\n') {
+            body.push_str(line);
+            if !line.ends_with('\n') {
+                body.push('\n');
+            }
+            lines += 1;
+            if !line.trim().is_empty() {
+                events += 1;
+            }
+            if events == batch_events {
+                out.push((first, events, std::mem::take(&mut body)));
+                first += lines;
+                (events, lines) = (0, 0);
+            }
+        }
+        if events > 0 {
+            out.push((first, events, body));
+        }
+        out
+    }
+
+    #[test]
+    fn batches_are_the_same_whatever_the_read_block() {
+        let texts = [
+            "a\nbb\n\nccc\ndddd\neeeee",
+            "{\"id\":1}\n{\"id\":2}\n  \n{\"id\":3}\n\n\n",
+            "\n\n\nonly\n",
+            "x",
+            "",
+        ];
+        for text in texts {
+            for batch_events in 1..=4 {
+                let want = batches_by_definition(text, batch_events);
+                for block in 1..=12 {
+                    assert_eq!(
+                        batches_by(text, batch_events, block),
+                        want,
+                        "{text:?}, {batch_events} events per batch, blocks of {block}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
