@@ -20,6 +20,9 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::LazyLock;
+
+use memchr::memmem;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -135,8 +138,8 @@ pub fn attribute_event(
     table: &AllocationTable,
     received: UnixMs,
 ) -> Attributed {
-    // Cheap filter before a full parse: the text must mention a configured source.
-    if !sources.by_source.keys().any(|s| raw.contains(s.as_str())) {
+    // Cheap filter before a full parse: an event whose source is plainly not configured.
+    if quick_source(raw).is_some_and(|s| sources.field(s).is_none()) {
         return Attributed::Unchanged;
     }
     let Ok(Value::Object(mut event)) = serde_json::from_str::<Value>(raw) else {
@@ -188,6 +191,25 @@ pub fn attribute_event(
         Ok(text) => Attributed::Rewritten { text, subject },
         Err(_) => Attributed::Unchanged,
     }
+}
+
+/// The text of an event's `source` when it can be read without a parse: `"source"` occurs
+/// exactly once in `raw`, as a key whose value is a string without escapes. Then it is the
+/// event's own attribute (a nested `source` key means the event has none and is invalid
+/// anyway). `None` when the text must be parsed to tell, so the caller never skips an event
+/// that could be configured: one pass over the text however many sources are configured.
+fn quick_source(raw: &str) -> Option<&str> {
+    static KEY: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"source\""));
+    let mut found = KEY.find_iter(raw.as_bytes());
+    let at = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    let rest = raw.get(at + KEY.needle().len()..)?.trim_start();
+    let value = rest.strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let end = value.find(['"', '\\'])?;
+    (value.as_bytes()[end] == b'"').then(|| &value[..end])
 }
 
 /// Event spans of a body: (the caller's index, byte range).

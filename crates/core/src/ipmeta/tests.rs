@@ -287,3 +287,80 @@ mod flat_view {
         }
     }
 }
+
+#[test]
+fn every_one_of_the_most_sources_is_found() {
+    let t = AllocationTable::build([alloc("alc_1", "cus_a", "192.0.2.0/24", 0, None)]).unwrap();
+    let s = AttributionSources::build((0..crate::limits::ATTRIBUTION_SOURCES_MAX).map(|i| {
+        AttributionSource {
+            source: format!("/edge/{i:04}"),
+            address_field: format!("ip{i}"),
+        }
+    }))
+    .unwrap();
+    let raw = |i: usize| {
+        format!(
+            r#"{{"specversion":"1.0","id":"1","source":"/edge/{i:04}","type":"t","data":{{"ip{i}":"192.0.2.9"}}}}"#
+        )
+    };
+    for i in [0, 1, 499, crate::limits::ATTRIBUTION_SOURCES_MAX - 1] {
+        let Attributed::Rewritten { subject, .. } = attribute_event(&raw(i), &s, &t, UnixMs(0))
+        else {
+            panic!("source {i} not attributed")
+        };
+        assert_eq!(subject, "cus_a");
+    }
+    let unknown = raw(7).replace("/edge/0007", "/edge/x");
+    assert_eq!(
+        attribute_event(&unknown, &s, &t, UnixMs(0)),
+        Attributed::Unchanged
+    );
+    assert_eq!(
+        attribute_event(&raw(3), &AttributionSources::default(), &t, UnixMs(0)),
+        Attributed::Unchanged
+    );
+}
+
+#[test]
+fn the_source_is_read_exactly_however_it_is_written() {
+    let t = AllocationTable::build([alloc("alc_1", "cus_a", "192.0.2.0/24", 0, None)]).unwrap();
+    let s = sources();
+    let attributed = |raw: &str| match attribute_event(raw, &s, &t, UnixMs(0)) {
+        Attributed::Rewritten { subject, .. } => Some(subject),
+        Attributed::Unchanged => None,
+    };
+    let cases = [
+        // Escaped in the text: still the configured `/edge` (the text search missed it).
+        (
+            r#"{"id":"1","source":"\u002fedge","type":"t","specversion":"1.0","data":{"client_ip":"192.0.2.9"}}"#,
+            true,
+        ),
+        // Spaces around the colon.
+        (
+            r#"{"id":"1","source" :  "/edge","type":"t","specversion":"1.0","data":{"client_ip":"192.0.2.9"}}"#,
+            true,
+        ),
+        // A nested `source` key before the event's own.
+        (
+            r#"{"data":{"source":"/other","client_ip":"192.0.2.9"},"id":"1","source":"/edge","type":"t","specversion":"1.0"}"#,
+            true,
+        ),
+        // `source` as a value, and an unconfigured source.
+        (
+            r#"{"id":"1","type":"source","source":"/other","specversion":"1.0","data":{"client_ip":"192.0.2.9"}}"#,
+            false,
+        ),
+        (
+            r#"{"id":"1","source":"/other","type":"t","specversion":"1.0","data":{"client_ip":"192.0.2.9"}}"#,
+            false,
+        ),
+        // The configured source's text elsewhere does not make the event configured.
+        (
+            r#"{"id":"1","source":"/other","type":"/edge","specversion":"1.0","data":{"client_ip":"192.0.2.9"}}"#,
+            false,
+        ),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(attributed(raw).is_some(), want, "{raw}");
+    }
+}
