@@ -209,7 +209,7 @@ fn query_shards(shards: &[&RwLock<Rollup>], q: &UsageQuery) -> Result<Vec<Part>,
 /// comparison per pair of runs the sort looks at, not one per row). Reading the runs in order
 /// reads the answer in order; no row is moved to get there (a merged vector of 300k rows was
 /// 24 MB written once more, in pages the allocator hands out fresh for every answer).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SubjectRuns {
     parts: Vec<Vec<UsageRow>>,
     /// (part, start, end) of each subject's rows, in subject order.

@@ -224,7 +224,16 @@ fn read_batches_by(
     tx: &tokio::sync::mpsc::Sender<Batch>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let send = |body: Bytes, events: usize, first_line: usize| -> bool {
+    // Sends `lines` as a batch (the file's last line gets the newline it lacks); false when
+    // the run is stopping.
+    let send = |lines: Bytes, events: usize, first_line: usize| -> bool {
+        let body = if lines.last().is_none_or(|b| *b == b'\n') {
+            lines
+        } else {
+            let mut with_newline = lines.to_vec();
+            with_newline.push(b'\n');
+            Bytes::from(with_newline)
+        };
         let batch = Batch {
             first_line,
             events,
@@ -232,15 +241,8 @@ fn read_batches_by(
         };
         !stop.load(Ordering::Relaxed) && tx.blocking_send(batch).is_ok()
     };
-    // A batch's lines as sent: the file's last line gets the newline it lacks.
-    let body = |lines: Bytes| -> Bytes {
-        if lines.last().is_none_or(|b| *b == b'\n') {
-            return lines;
-        }
-        let mut with_newline = lines.to_vec();
-        with_newline.push(b'\n');
-        Bytes::from(with_newline)
-    };
+    let too_long =
+        |line: usize| anyhow::anyhow!("line {line} is longer than {BATCH_BYTES_MAX} bytes");
     let block_bytes = block_bytes.max(1);
     // The unfinished batch (and line) at the end of the last block.
     let mut carry: Vec<u8> = Vec::new();
@@ -267,13 +269,10 @@ fn read_batches_by(
             // With the newline a last line without one is sent with.
             let line_bytes = end - at + usize::from(block[end - 1] != b'\n');
             if line_bytes > BATCH_BYTES_MAX {
-                bail!(
-                    "line {} is longer than {BATCH_BYTES_MAX} bytes",
-                    first_line + lines + 1
-                );
+                return Err(too_long(first_line + lines + 1));
             }
             if at - start + line_bytes > BATCH_BYTES_MAX && lines > 0 {
-                if !send(body(block.slice(start..at)), events, first_line) {
+                if !send(block.slice(start..at), events, first_line) {
                     return Ok(());
                 }
                 first_line += lines;
@@ -285,7 +284,7 @@ fn read_batches_by(
             }
             at = end;
             if events >= batch_events {
-                if !send(body(block.slice(start..at)), events, first_line) {
+                if !send(block.slice(start..at), events, first_line) {
                     return Ok(());
                 }
                 first_line += lines;
@@ -294,15 +293,12 @@ fn read_batches_by(
         }
         if eof {
             if events > 0 {
-                send(body(block.slice(start..)), events, first_line);
+                send(block.slice(start..), events, first_line);
             }
             return Ok(());
         }
         if block.len() - at > BATCH_BYTES_MAX {
-            bail!(
-                "line {} is longer than {BATCH_BYTES_MAX} bytes",
-                first_line + lines + 1
-            );
+            return Err(too_long(first_line + lines + 1));
         }
         // Its lines are counted again with the next block.
         carry = block[start..].to_vec();
